@@ -65,24 +65,32 @@ def seed_to_key(seed: int) -> tuple[int, int]:
     return seed & _MASK32, (seed >> 32) & _MASK32
 
 
-def random_words(seed: int, stream: int, row: int | torch.Tensor,
-                 n_words: int, device: torch.device | str | None = None,
-                 start: int = 0) -> torch.Tensor:
-    """Random uint32 words (held in int64) for counters ``(block, row, stream)``.
+def random_words(seed: int, rows: torch.Tensor | int, n_words: int, *,
+                 lanes: tuple[torch.Tensor | int, torch.Tensor | int] = (0, 0),
+                 start: int = 0,
+                 device: torch.device | str | None = None) -> torch.Tensor:
+    """Random uint32 words (held in int64), ``n_words`` per row.
 
-    Word ``j`` of row ``row`` comes from counter ``(j // 4, row, stream, 0)``,
-    output word ``j % 4``; rows may be a 1-D tensor to fill several at once.
-    The result has shape ``(len(rows), n_words)`` (or ``(n_words,)`` for an int
-    row) and depends only on (seed, stream, row, j), never on the device or on
-    how rows and words are split into calls. ``start`` skips the first words.
+    Word ``j`` of a row comes from output word ``j % 4`` of the counter
+    ``(j // 4, row, lane0, lane1)`` under the key ``seed``. ``rows`` and the two
+    lane words may be 1-D tensors of equal length to fill several rows at once
+    (the sampling module puts t and a stream tag in ``row`` and the radius in the
+    lanes). The result has shape ``(len(rows), n_words)`` (``(n_words,)`` for an
+    int row) and depends only on (seed, row, lanes, j): never on the device or
+    on how rows and words are split into calls. ``start`` skips leading words.
     """
-    scalar_row = not isinstance(row, torch.Tensor)
-    rows = torch.as_tensor(row, dtype=torch.int64, device=device).reshape(-1, 1)
+    scalar_row = not isinstance(rows, torch.Tensor)
+    rows_t = torch.as_tensor(rows, dtype=torch.int64, device=device).reshape(-1, 1)
+    lane0 = torch.as_tensor(lanes[0], dtype=torch.int64,
+                            device=rows_t.device).reshape(-1, 1)
+    lane1 = torch.as_tensor(lanes[1], dtype=torch.int64,
+                            device=rows_t.device).reshape(-1, 1)
     first_block, last_block = start // 4, (start + n_words - 1) // 4 + 1
     blocks = torch.arange(first_block, last_block, dtype=torch.int64,
-                          device=rows.device).reshape(1, -1)
-    words = torch.stack(philox4x32((blocks, rows, stream, 0), seed_to_key(seed)),
-                        dim=-1).reshape(rows.shape[0], -1)
+                          device=rows_t.device).reshape(1, -1)
+    words = torch.stack(philox4x32((blocks, rows_t, lane0, lane1),
+                                   seed_to_key(seed)), dim=-1)
+    words = words.reshape(words.shape[0], -1)
     offset = start - 4 * first_block
     words = words[:, offset:offset + n_words]
     return words[0] if scalar_row else words
@@ -108,3 +116,59 @@ def derive_seed(seed: int, index: int) -> int:
     words = philox4x32((torch.tensor(index, dtype=torch.int64), 0, 0x5EED, 0),
                        seed_to_key(seed))
     return int(words[0]) | (int(words[1]) << 32)
+
+
+def _as_rows(values: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=torch.int64, device=like.device
+                           ).reshape(-1).expand(like.shape[0]).contiguous()
+
+
+def _use_compiled(device: torch.device, compiled: bool | None) -> bool:
+    if compiled is None:
+        return device.type == "cpu"
+    if compiled and device.type != "cpu":
+        raise ValueError("the compiled Philox kernels run on the CPU only")
+    return compiled
+
+
+def uniform_rows(seed: int, rows: torch.Tensor, n: int, *,
+                 lanes: tuple[torch.Tensor | int, torch.Tensor | int] = (0, 0),
+                 compiled: bool | None = None) -> torch.Tensor:
+    """``uniform_symmetric(random_words(seed, rows, n, lanes=lanes))`` in float64.
+
+    On the CPU (``compiled=None``) a numba kernel computes the same bits about
+    ten times faster; on other devices the torch code runs. ``rows`` is a 1-D
+    int64 tensor on the target device.
+    """
+    rows = rows.reshape(-1)
+    if not _use_compiled(rows.device, compiled):
+        return uniform_symmetric(random_words(seed, rows, n, lanes=lanes),
+                                 torch.float64)
+    from . import _philox_cpu
+    out = torch.empty((rows.shape[0], n), dtype=torch.float64)
+    k0, k1 = seed_to_key(seed)
+    _philox_cpu.uniform_into(k0, k1, rows.numpy(), _as_rows(lanes[0], rows).numpy(),
+                             _as_rows(lanes[1], rows).numpy(), out.numpy())
+    return out
+
+
+def sort_key_rows(seed: int, rows: torch.Tensor, n: int, *,
+                  lanes: tuple[torch.Tensor | int, torch.Tensor | int] = (0, 0),
+                  compiled: bool | None = None) -> torch.Tensor:
+    """63-bit random sort keys (int64), ``n`` per row, from word pairs.
+
+    Key ``j`` is ``w[2j] * 2**31 + (w[2j + 1] >> 1)`` with ``w`` the row's
+    :func:`random_words`; ties among ``n`` keys are practically impossible,
+    and a stable argsort of them gives a permutation that is the same on every
+    device.
+    """
+    rows = rows.reshape(-1)
+    if not _use_compiled(rows.device, compiled):
+        words = random_words(seed, rows, 2 * n, lanes=lanes)
+        return words[:, 0::2] * 2**31 + (words[:, 1::2] >> 1)
+    from . import _philox_cpu
+    out = torch.empty((rows.shape[0], n), dtype=torch.int64)
+    k0, k1 = seed_to_key(seed)
+    _philox_cpu.sort_keys_into(k0, k1, rows.numpy(), _as_rows(lanes[0], rows).numpy(),
+                               _as_rows(lanes[1], rows).numpy(), out.numpy())
+    return out

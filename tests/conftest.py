@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny models, and skips (with reasons) for optional data and devices."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+
+def data_path(variable: str) -> str:
+    """The path in environment ``variable``, or skip the test saying how to set it."""
+    value = os.environ.get(variable)
+    if not value or not os.path.exists(value):
+        pytest.skip(f"{variable} is not set to an existing path: the real data are "
+                    f"not available here (.ci/run sets it when ../shared/data exists)")
+    return value
+
+
+@pytest.fixture
+def cuda_device() -> torch.device:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device in this session: the GPU variant of this test "
+                    "runs where one is present")
+    return torch.device("cuda")
+
+
+class TinyConvNet(nn.Module):
+    """A small ConvNet in the project's convention: [0, 255] in, logits out."""
+
+    def __init__(self, classes: int = 5, channels: int = 3) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32, 16), nn.ReLU(),
+                                        nn.Linear(16, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x / 255.0 - 0.5))
+
+
+@pytest.fixture
+def tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return TinyConvNet().eval()
