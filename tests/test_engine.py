@@ -52,6 +52,15 @@ def test_matches_per_image_loop(tiny_net, clean_image, batch_size):
     assert out.clean_features.shape == (16,)
 
 
+def test_leaves_the_perturbation_tensor_unchanged(tiny_net, clean_image):
+    nu = RadialPerturbations(SHAPE, [1.0], 4).materialize()
+    before = nu.clone()
+    first = evaluate(tiny_net, clean_image, nu, labels=0, progress=False)
+    assert torch.equal(nu, before)
+    second = evaluate(tiny_net, clean_image, nu, labels=0, progress=False)
+    assert torch.equal(first.scores, second.scores)
+
+
 def test_chunk_size_does_not_change_scores(tiny_net, clean_image):
     source = PermutedPerturbations(SHAPE, [1.0, 30.0], 10, "linf", 4)
     a = evaluate(tiny_net, clean_image, source, labels=0, batch_size=3, progress=False)

@@ -84,11 +84,13 @@ class _Source:
                              f" to match the image, got {self.shape}")
         self.n_rows = self.shape[0] * self.shape[1]
 
-    def rows(self, start: int, stop: int, device, dtype) -> torch.Tensor:
-        if self.lazy is not None:
-            return self.lazy.rows(start, stop, device=device, dtype=dtype)
+    def perturbed(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """``x + nu`` for rows ``start:stop``, on x's device and in x's dtype."""
+        if self.lazy is not None:       # freshly generated: add in place
+            return self.lazy.rows(start, stop, device=x.device, dtype=x.dtype).add_(x)
         flat = self.tensor.reshape(self.n_rows, *self.shape[2:])
-        return flat[start:stop].to(device=device, dtype=dtype)
+        # never in place: the caller's tensor must stay as it was
+        return flat[start:stop].to(device=x.device, dtype=x.dtype) + x
 
 
 @contextlib.contextmanager
@@ -180,7 +182,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, perturbations, *,
             while start < total:
                 stop = min(start + batch_size, total)
                 try:
-                    batch = source.rows(start, stop, device, dtype).add_(x)
+                    batch = source.perturbed(x, start, stop)
                     _forward(model, batch, feature_layer, probs_out, feats_out, start)
                 except torch.cuda.OutOfMemoryError:
                     if batch_size == 1:

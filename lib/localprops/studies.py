@@ -1,0 +1,163 @@
+"""The paper's studies as functions of (model, clean samples, parameters).
+
+Each study runs sample by sample (one cached unit per sample, see
+:mod:`localprops.cache`), evaluates ``R x T`` perturbed images through
+:func:`localprops.engine.evaluate` in bounded chunks, and returns plain arrays
+that the plots and the scorecard read. Every sample carries its own seed, so
+all models of a dataset see the same perturbations of the same image.
+
+- :func:`score_study` with ``kind="isotropy"`` (paper eq. 4, Fig. 1) or
+  ``kind="symmetry"`` (eq. 6, Fig. 3).
+- :func:`float32_noise_floor`: how much of a score range is float32 rounding.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import _checks
+from .cache import ResultCache, code_version
+from .engine import evaluate, model_device
+from .metrics import ScoreStatistics, score_statistics
+from .sampling import PermutedPerturbations, RadialPerturbations
+
+KINDS = {"isotropy": RadialPerturbations, "symmetry": PermutedPerturbations}
+
+
+@dataclass
+class SampleSet:
+    """Clean samples of one dataset: images in [0, 255], labels, seeds, ids.
+
+    ``ids`` are the samples' indices in their source dataset; ``seeds`` their
+    own perturbation seeds (``localprops.philox.derive_seed(seed, id)``).
+    """
+
+    images: torch.Tensor
+    labels: list[int]
+    seeds: list[int]
+    ids: list[int]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.images, torch.Tensor) or self.images.ndim != 4:
+            raise ValueError("images must be a tensor (S, C, H, W) in [0, 255]")
+        n = self.images.shape[0]
+        if not (len(self.labels) == len(self.seeds) == len(self.ids) == n):
+            raise ValueError(f"{n} images but {len(self.labels)} labels, "
+                             f"{len(self.seeds)} seeds and {len(self.ids)} ids")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@dataclass
+class ScoreStudy:
+    """True-class scores of ``T`` perturbations per (sample, radius) for one model."""
+
+    model: str
+    kind: str
+    norm: str
+    radii: np.ndarray
+    ids: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray          # (S, R, T) true-class probability
+    predictions: np.ndarray     # (S, R, T) predicted class
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def statistics(self) -> ScoreStatistics:
+        """Range, mean, min, max and any-misclassified per (sample, radius)."""
+        return score_statistics(self.scores, self.predictions, self.labels[:, None])
+
+
+def score_study(model: nn.Module, samples: SampleSet, *, kind: str = "isotropy",
+                radii: list[float], T: int, norm: str = "l2", model_name: str,
+                weights: str = "", batch_size: int = 256,
+                cache: ResultCache | None = None, progress: bool = True) -> ScoreStudy:
+    """Run the isotropy (eq. 4) or symmetry (eq. 6) study of one model.
+
+    Parameters
+    ----------
+    model : classifier, [0, 255] input, logits output.
+    samples : the clean samples (each with its own seed).
+    kind : ``"isotropy"`` (independent directions) or ``"symmetry"``
+        (permutations of one perturbation per radius).
+    radii, T, norm : the radii, perturbations per radius and norm of ``r``.
+    model_name, weights : identify the model in the cache key.
+    batch_size : images per forward pass.
+    cache : finished samples are read from and written to it.
+    progress : a progress bar over samples.
+
+    Returns
+    -------
+    ScoreStudy. A sample that fails (e.g. the model returns NaN) is reported
+    with a warning, listed in ``skipped`` and left out; the rest stand.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown study kind {kind!r}: use one of {sorted(KINDS)}")
+    radii = list(_checks.check_radii(radii))
+    T = _checks.check_count(T, "T")
+    norm = _checks.check_norm(norm)
+    cache = cache or ResultCache(None)
+    version = code_version()
+    kept, scores, predictions, skipped = [], [], [], []
+    from tqdm.auto import tqdm
+    for i in tqdm(range(len(samples)), desc=f"{model_name} {kind}", disable=not progress):
+        manifest = dict(study=kind, model=model_name, weights=weights, radii=radii, T=T,
+                        norm=norm, seed=int(samples.seeds[i]), sample=int(samples.ids[i]),
+                        label=int(samples.labels[i]), code=version)
+        source = KINDS[kind](tuple(samples.images.shape[1:]), radii, T, norm,
+                             int(samples.seeds[i]))
+
+        def compute(i=i, source=source):
+            out = evaluate(model, samples.images[i], source, labels=samples.labels[i],
+                           batch_size=batch_size, progress=False)
+            return dict(scores=out.scores.numpy().astype(np.float32),
+                        predictions=out.predictions.numpy().astype(np.int16))
+        try:
+            unit = cache.get_or_compute(manifest, compute)
+        except ValueError as error:
+            skipped.append(f"sample {samples.ids[i]}: {error}")
+            warnings.warn(f"{model_name}: sample {samples.ids[i]} skipped: {error}", stacklevel=2)
+            continue
+        kept.append(i)
+        scores.append(unit["scores"])
+        predictions.append(unit["predictions"])
+    r = len(radii)
+    return ScoreStudy(
+        model=model_name, kind=kind, norm=norm, radii=np.asarray(radii),
+        ids=np.asarray(samples.ids)[kept], labels=np.asarray(samples.labels)[kept],
+        scores=np.stack(scores) if scores else np.zeros((0, r, T), np.float32),
+        predictions=np.stack(predictions) if predictions else np.zeros((0, r, T), np.int16),
+        skipped=skipped)
+
+
+def float32_noise_floor(model: nn.Module, samples: SampleSet, *, radius: float,
+                        T: int, norm: str = "l2", batch_size: int = 256) -> np.ndarray:
+    """Largest |score in float32 - score in float64| per sample, same inputs.
+
+    The model is copied to float64 and both copies see the very same perturbed
+    images (radius ``radius``, the samples' own seeds). Score ranges at or
+    below this floor cannot be told apart from rounding noise.
+
+    Returns
+    -------
+    (S,) array of the largest absolute difference over the ``T`` images.
+    """
+    model64 = copy.deepcopy(model).to(dtype=torch.float64)
+    floors = []
+    for i in range(len(samples)):
+        source = RadialPerturbations(tuple(samples.images.shape[1:]), [radius], T, norm,
+                                     int(samples.seeds[i]))
+        nu = source.materialize(dtype=torch.float32).to(model_device(model))
+        s32 = evaluate(model, samples.images[i], nu, labels=samples.labels[i],
+                       batch_size=batch_size, progress=False).scores
+        s64 = evaluate(model64, samples.images[i].double(), nu.double(),
+                       labels=samples.labels[i], batch_size=batch_size,
+                       progress=False).scores
+        floors.append((s32.double() - s64).abs().max().item())
+    return np.asarray(floors)
