@@ -1,0 +1,88 @@
+"""Lipschitz study: distances against direct computations, global bound against SVD."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from localprops.lipschitz import (ZScoreNormalizer, _operator_norm, fit_normalizers,
+                                  global_lipschitz_bound, lipschitz_study)
+from localprops.philox import derive_seed
+from localprops.sampling import radial_perturbations
+from localprops.studies import SampleSet
+
+
+def make_samples(n=2):
+    g = torch.Generator().manual_seed(5)
+    return SampleSet(torch.rand(n, 3, 12, 12, generator=g) * 255, [1] * n,
+                     [derive_seed(2, i) for i in range(n)], list(range(n)))
+
+
+def test_distances_match_direct_computation(tiny_net):
+    s = make_samples()
+    fit = torch.rand(30, 3, 12, 12, generator=torch.Generator().manual_seed(1)) * 255
+    norms = fit_normalizers(tiny_net, fit, "classifier.2")
+    study = lipschitz_study(tiny_net, s, norms, radii=[1.0, 10.0], T=4,
+                            feature_layer="classifier.2", model_name="tiny", progress=False)
+    nu = radial_perturbations((3, 12, 12), [1.0, 10.0], 4, seed=s.seeds[0], dtype=torch.float64)
+    store = []
+    h = dict(tiny_net.named_modules())["classifier.2"].register_forward_hook(
+        lambda m, i, o: store.append(o))
+    with torch.no_grad():
+        tiny_net(s.images[:1])
+        tiny_net(s.images[0] + nu.float().flatten(0, 1))
+    h.remove()
+    clean, pert = store[0][0].double(), store[1].double().reshape(2, 4, -1)
+    # raw reading: plain Euclidean distances; input distance = the radius
+    assert np.allclose(study.output_distance["raw"][0], (pert - clean).norm(dim=-1), rtol=1e-5)
+    assert np.allclose(study.input_distance["raw"][0], [[1.0] * 4, [10.0] * 4], rtol=1e-6)
+    scale = norms.output_scale["minmax"]
+    assert np.allclose(study.output_distance["minmax"][0],
+                       ((pert - clean) / scale).norm(dim=-1), rtol=1e-5)
+    assert study.share_contracting("raw").shape == (2,)
+
+
+def test_zscore_normalizer_matches_numpy():
+    data = np.random.default_rng(0).normal(3, 2, size=(100, 5))
+    z = ZScoreNormalizer().update(torch.as_tensor(data[:40])).update(torch.as_tensor(data[40:]))
+    assert np.allclose(z.scale.numpy(), data.std(axis=0))
+
+
+def test_operator_norm_matches_svd():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, 3)
+    jac = torch.autograd.functional.jacobian(
+        lambda v: nn.functional.conv2d(v, conv.weight.double()),
+        torch.zeros(1, 2, 6, 6, dtype=torch.float64)).reshape(3 * 16, 72)
+    assert np.isclose(_operator_norm(conv, (2, 6, 6)), torch.linalg.matrix_norm(jac, 2).item(),
+                      rtol=2e-3)
+
+
+def test_global_bound_is_an_upper_bound(tiny_net):
+    bound, factors = global_lipschitz_bound(tiny_net, (3, 12, 12), "classifier.2")
+    assert bound > 0 and factors[-1][0] == "classifier.2"
+    # the observed ratio of output to input distances never exceeds the bound
+    x = torch.rand(50, 3, 12, 12) * 255
+    y = x + torch.randn_like(x) * 5
+    store = []
+    h = dict(tiny_net.named_modules())["classifier.2"].register_forward_hook(
+        lambda m, i, o: store.append(o))
+    with torch.no_grad():
+        tiny_net(x), tiny_net(y)
+    h.remove()
+    ratio = (store[0] - store[1]).norm(dim=1) / (x - y).flatten(1).norm(dim=1)
+    assert (ratio <= bound * 1.001).all()
+
+
+def test_global_bound_refuses_branching_models():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 3, 3, padding=1)
+            self.b = nn.ReLU()
+            self.c = nn.Flatten()
+
+        def forward(self, x):
+            return self.c(self.b(self.a(x)) + x)
+
+    with pytest.raises(ValueError, match="not a plain sequence"):
+        global_lipschitz_bound(Residual(), (3, 4, 4), "c")
