@@ -1,0 +1,156 @@
+"""The paper's claims C1-C10, each measured and judged by an explicit rule.
+
+Each function takes study results and returns :class:`Verdict` rows: the
+claim, what we measured, the rule that turns the measurement into a verdict
+(supported / partly / not supported), and the verdict. The chapters show these
+rows next to their figures and the scorecard collects them, so no verdict is
+typed by hand. The rules are stated in ``rule`` so a reader can disagree with
+them and change them.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .studies import ScoreStudy
+
+SUPPORTED, PARTLY, NOT_SUPPORTED = "supported", "partly", "not supported"
+
+
+@dataclass
+class Verdict:
+    """One claim of the paper, our measurement and our verdict."""
+
+    claim: str
+    paper: str
+    measured: str
+    rule: str
+    verdict: str
+    models: str = ""
+    setting: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _share_verdict(shares: Sequence[float], high: float = 0.5) -> str:
+    """supported if every share >= high, partly if some are, else not supported."""
+    hits = [s >= high for s in shares]
+    return SUPPORTED if all(hits) else PARTLY if any(hits) else NOT_SUPPORTED
+
+
+def _radius_index(study: ScoreStudy, r: float) -> int:
+    idx = np.flatnonzero(np.isclose(study.radii, r))
+    if not idx.size:
+        raise ValueError(f"radius {r} is not among the study's radii {study.radii.tolist()}")
+    return int(idx[0])
+
+
+def isotropy_claims(studies: Sequence[ScoreStudy], floors: Mapping[str, float], *,
+                    big_range: float = 0.1) -> list[Verdict]:
+    """C1-C4 from isotropy studies of several models (one norm).
+
+    ``floors`` maps a model to its float32 noise floor. The smallest radius is
+    taken as the paper's eps.
+    """
+    if not studies:
+        return []
+    norm = studies[0].norm
+    names = ", ".join(s.model for s in studies)
+    setting = (f"{norm} radius, eps = {studies[0].radii[0]:g}, T = {studies[0].scores.shape[-1]}, "
+               f"{min(len(s.ids) for s in studies)}-{max(len(s.ids) for s in studies)} samples")
+    eps_ranges = {s.model: s.statistics.range[:, 0] for s in studies}
+    above = [float(np.mean(eps_ranges[m] > 10 * floors.get(m, 0.0))) for m in eps_ranges]
+    c1 = Verdict(
+        "C1", "no ConvNet is perfectly isotropic, even at distance eps",
+        "; ".join(f"{m}: median range at eps {np.median(v):.2e} (noise floor "
+                  f"{floors.get(m, float('nan')):.1e}), {a:.0%} of samples above 10x floor"
+                  for (m, v), a in zip(eps_ranges.items(), above)),
+        "supported if, for every model, at least half the samples have a range at eps "
+        "above 10x the float32 noise floor; partly if for some models",
+        _share_verdict(above), names, setting)
+    small = [float(np.mean(v < 1e-3)) for v in eps_ranges.values()]
+    c2 = Verdict(
+        "C2", "at eps the score does not change significantly",
+        "; ".join(f"{m}: largest range at eps {v.max():.2e}" for m, v in eps_ranges.items()),
+        "supported if every model keeps the range at eps below 1e-3 for all samples",
+        _share_verdict(small, high=1.0), names, setting)
+    measured, grows = [], []
+    for s in studies:
+        i1 = _radius_index(s, 1.0)
+        r = s.statistics.range
+        share = float(np.mean(r[:, i1] > r[:, 0]))
+        grows.append(share)
+        measured.append(f"{s.model}: median range {np.median(r[:, 0]):.2e} at eps, "
+                        f"{np.median(r[:, i1]):.2e} at r = 1 ({share:.0%} of samples grow)")
+    c3 = Verdict("C3", "at radius 1 every ConvNet is more non-isotropic than at eps",
+                 "; ".join(measured),
+                 "supported if for every model at least half the samples have a larger "
+                 "range at r = 1 than at eps", _share_verdict(grows), names, setting)
+    measured, big = [], []
+    for s in studies:
+        i10 = _radius_index(s, 10.0)
+        r, wrong = s.statistics.range[:, i10], s.statistics.any_misclassified[:, i10]
+        big.append(float(np.mean(r > big_range)))
+        measured.append(f"{s.model}: median range {np.median(r):.2e} at r = 10, "
+                        f"{np.mean(r > big_range):.0%} of samples above {big_range:g}, "
+                        f"{np.mean(wrong):.0%} with a misclassified perturbation")
+    very = [b >= 0.5 for b in big]
+    c4 = Verdict("C4", "most ConvNets are very non-isotropic at radius 10",
+                 "; ".join(measured),
+                 f"'very non-isotropic' = range above {big_range:g} in at least half the "
+                 "samples; supported if that holds for more than half of the models, "
+                 "partly if for some",
+                 SUPPORTED if sum(very) > len(very) / 2 else PARTLY if any(very)
+                 else NOT_SUPPORTED, names, setting)
+    return [c1, c2, c3, c4]
+
+
+def symmetry_claims(symmetry: Sequence[ScoreStudy], isotropy: Sequence[ScoreStudy],
+                    floors: Mapping[str, float]) -> list[Verdict]:
+    """C5 and C6 from symmetry studies (and the isotropy studies of the same samples)."""
+    if not symmetry:
+        return []
+    names = ", ".join(s.model for s in symmetry)
+    setting = f"{symmetry[0].norm} radius, T = {symmetry[0].scores.shape[-1]}"
+    measured, shares = [], []
+    for s in symmetry:
+        i1 = _radius_index(s, 1.0)
+        r = s.statistics.range[:, i1:]
+        share = float(np.mean(r > 10 * floors.get(s.model, 0.0)))
+        shares.append(share)
+        measured.append(f"{s.model}: {share:.0%} of (sample, r >= 1) ranges above 10x the "
+                        f"noise floor; median range at eps {np.median(s.statistics.range[:, 0]):.2e}")
+    c5 = Verdict("C5", "except at distances below eps, no ConvNet is locally symmetric",
+                 "; ".join(measured),
+                 "supported if, for every model, at least half the (sample, radius >= 1) "
+                 "ranges exceed 10x the float32 noise floor", _share_verdict(shares),
+                 names, setting)
+    by_model = {s.model: s for s in isotropy}
+    measured, ratios = [], []
+    for s in symmetry:
+        iso = by_model.get(s.model)
+        if iso is None or iso.scores.shape[:2] != s.scores.shape[:2]:
+            continue
+        i1 = _radius_index(s, 1.0)
+        ratio = float(np.median(s.statistics.range[:, i1:] /
+                                np.maximum(iso.statistics.range[:, i1:], 1e-30)))
+        ratios.append(ratio)
+        measured.append(f"{s.model}: median (permutation range / isotropy range) {ratio:.2f}")
+    c6 = Verdict("C6", "an isotropic function is symmetric; the converse need not hold",
+                 "; ".join(measured) or "no matching isotropy study",
+                 "a logical statement (a permutation keeps the norm); the data can only "
+                 "illustrate it: permutation ranges are smaller than isotropy ranges when "
+                 "the ratio is below 1", SUPPORTED, names, setting)
+    return [c5, c6]
+
+
+def as_table(verdicts: Sequence[Verdict], columns: Sequence[str] = ("claim", "paper",
+             "measured", "verdict")) -> str:
+    """A Markdown table of verdicts (for ``IPython.display.Markdown``)."""
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    rows = ["| " + " | ".join(str(getattr(v, c)).replace("|", "/") for c in columns) + " |"
+            for v in verdicts]
+    return head + "\n".join(rows)
