@@ -36,7 +36,7 @@ mathjax: $(STAMP)
 book: $(STAMP) mathjax
 	$(BIN)/python -m localprops.build --profile $(PROFILE)
 
-test: $(STAMP)
+test: $(STAMP) mathjax
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -10,14 +10,18 @@ Sec. 2.4 compares models on the same points.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from . import data, models
+from . import _checks, data, models
+from .cache import ResultCache, code_version
+from .philox import derive_seed
 from .studies import SampleSet
 
 
@@ -51,29 +55,79 @@ class Preparation:
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
 
-def candidate_images(spec: models.ModelSpec, *, imagenet_limit: int | None = None
-                     ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """Candidate clean images of a model's dataset, with labels and dataset indices.
+@dataclass
+class _Candidates:
+    """Which candidate images pass a model's filter, and how to load any of them."""
 
-    GTSRB: the evaluation subset that ships with the package (430 test images).
-    ImageNet: the folder in ``$LOCALPROPS_IMAGENET``, preprocessed by the
-    model's own resize and crop; the dataset index is the file's position in
-    sorted order.
+    ids: np.ndarray           # dataset indices of the passing images, in order
+    scores: np.ndarray        # clean true-class probability of each
+    labels: np.ndarray
+    load: Callable[[Sequence[int]], torch.Tensor]   # dataset ids -> (n, 3, H, W)
+
+
+def _gtsrb_candidates(spec: models.ModelSpec, threshold: float) -> _Candidates:
+    """The bundled GTSRB evaluation subset (430 official test images)."""
+    subset = data.gtsrb_eval_subset()
+    images = data.images_to_tensor(subset["images"])
+    ids = subset["test_index"].astype(np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        passing = data.select_samples(spec, images, subset["labels"].astype(np.int64),
+                                      n=len(images), threshold=threshold,
+                                      dataset_indices=ids)
+    position = {int(i): k for k, i in enumerate(ids)}
+    return _Candidates(passing.indices, passing.scores.numpy(), passing.labels.numpy(),
+                       lambda chosen: images[[position[int(i)] for i in chosen]])
+
+
+def _imagenet_candidates(spec: models.ModelSpec, threshold: float, limit: int | None,
+                         cache: ResultCache) -> _Candidates:
+    """Images of ``$LOCALPROPS_IMAGENET``; the filter's result is cached per model.
+
+    The dataset index of an image is its position among the folder's labelled
+    files in sorted order. Decoding and classifying hundreds of full-size
+    JPEGs is the slow part, so which images pass is stored in the results
+    cache (keyed by the model, its weights, the threshold and the file list),
+    and later runs decode only the chosen images.
     """
-    if spec.dataset == "gtsrb":
-        subset = data.gtsrb_eval_subset()
-        return (data.images_to_tensor(subset["images"]), subset["labels"].astype(np.int64),
-                subset["test_index"].astype(np.int64))
-    if spec.dataset == "imagenet":
-        loaded = data.load_imagenet_folder(None, spec.preprocess, limit=imagenet_limit)
-        return loaded.images, loaded.labels.numpy(), np.arange(len(loaded.labels))
-    raise ValueError(f"no candidate images known for dataset {spec.dataset!r}: "
-                     "build a SampleSet yourself (see localprops.studies.SampleSet)")
+    root = data._resolve(None, data.IMAGENET_ENV, "ImageNet image folder")
+    files = data._labelled_files(root)[:limit]
+    if not files:
+        raise data.DataNotFoundError(f"no labelled ImageNet images in {root}")
+    index_of = data.wnid_to_index()
+    listing = hashlib.sha256("\n".join(f"{p.name}:{p.stat().st_size}" for p, _ in files)
+                             .encode()).hexdigest()[:16]
+    manifest = dict(study="selection", model=spec.name, weights=spec.weights,
+                    threshold=threshold, files=listing, code=code_version())
+
+    def decode(ids: Sequence[int]) -> tuple[torch.Tensor, list[int], list[int]]:
+        images, labels, kept = [], [], []
+        for i in ids:
+            path, wnid = files[int(i)]
+            image = data._open_rgb(path) if wnid in index_of else None
+            if image is not None:
+                images.append(spec.preprocess(image))
+                labels.append(index_of[wnid])
+                kept.append(int(i))
+        return torch.stack(images), labels, kept
+
+    def select() -> dict[str, np.ndarray]:
+        images, labels, kept = decode(range(len(files)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            passing = data.select_samples(spec, images, labels, n=len(images),
+                                          threshold=threshold, dataset_indices=kept)
+        return dict(ids=passing.indices, scores=passing.scores.numpy(),
+                    labels=passing.labels.numpy())
+
+    unit = cache.get_or_compute(manifest, select)
+    return _Candidates(unit["ids"], unit["scores"], unit["labels"],
+                       lambda chosen: decode(chosen)[0])
 
 
 def prepare(names: list[str], *, n_samples: int, threshold: float = 0.99, seed: int = 0,
             device: str | torch.device | None = None, imagenet_limit: int | None = None,
-            shared: bool = True) -> Preparation:
+            shared: bool = True, cache: ResultCache | None = None) -> Preparation:
     """Load the available models and select their clean samples.
 
     Parameters
@@ -81,58 +135,58 @@ def prepare(names: list[str], *, n_samples: int, threshold: float = 0.99, seed: 
     names : model names for :func:`localprops.models.load`.
     n_samples : samples per model (fewer, with a note, when not enough pass).
     threshold : a sample must be classified correctly with probability above it.
-    seed : base seed; sample ``i`` of the dataset gets ``derive_seed(seed, i)``.
+    seed : base seed; the sample with dataset index ``i`` gets ``derive_seed(seed, i)``.
     device : where the models run (default CUDA when available).
-    imagenet_limit : read at most this many ImageNet images.
+    imagenet_limit : consider at most this many ImageNet images.
     shared : models of one dataset use the images that pass for all of them.
+    cache : where the ImageNet filter results are kept (default :func:`cache_dir`).
 
     Returns
     -------
     Preparation. A model that cannot be loaded, or whose dataset is not
     available here, is skipped with a note saying why and how to fix it.
     """
-    loaded: list[tuple[models.ModelSpec, torch.Tensor, np.ndarray, np.ndarray, np.ndarray]] = []
+    n_samples = _checks.check_count(n_samples, "n_samples")
+    cache = cache or ResultCache(cache_dir())
+    loaded: list[tuple[models.ModelSpec, _Candidates]] = []
     notes: list[str] = []
     for name in names:
         try:
             spec = models.load(name, device=device)
+            if spec.dataset == "gtsrb":
+                candidates = _gtsrb_candidates(spec, threshold)
+            elif spec.dataset == "imagenet":
+                candidates = _imagenet_candidates(spec, threshold, imagenet_limit, cache)
+            else:
+                raise ValueError(f"no candidate images known for dataset {spec.dataset!r}: "
+                                 "build a SampleSet yourself (localprops.studies.SampleSet)")
         except (RuntimeError, ValueError, OSError) as error:
             notes.append(f"{name} skipped: {error}")
             continue
-        try:
-            images, labels, ids = candidate_images(spec, imagenet_limit=imagenet_limit)
-        except (data.DataNotFoundError, ValueError) as error:
-            notes.append(f"{name} skipped: {error}")
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            passing = data.select_samples(spec, images, labels, n=len(images),
-                                          threshold=threshold, base_seed=seed,
-                                          dataset_indices=ids)
-        loaded.append((spec, images, labels, ids, passing))
+        loaded.append((spec, candidates))
     chosen: dict[str, set[int]] = {}
     if shared:
-        for spec, *_, passing in loaded:
-            ids = set(passing.indices.tolist())
+        for spec, candidates in loaded:
+            ids = set(candidates.ids.tolist())
             chosen[spec.dataset] = chosen.get(spec.dataset, ids) & ids
     prepared = []
-    for spec, images, labels, ids, passing in loaded:
-        keep = [i for i, index in enumerate(passing.indices.tolist())
+    for spec, candidates in loaded:
+        keep = [k for k, index in enumerate(candidates.ids.tolist())
                 if not shared or index in chosen[spec.dataset]][:n_samples]
+        filter_note = f"the {threshold:.0%} filter" + (
+            " for every model of its dataset" if shared else "")
         if not keep:
-            notes.append(f"{spec.name} skipped: no image passes the {threshold:.0%} filter"
-                         + (" for every model of its dataset" if shared else "")
-                         + "; read more images or lower the threshold")
+            notes.append(f"{spec.name} skipped: no image passes {filter_note}; "
+                         "read more images or lower the threshold")
             continue
         if len(keep) < n_samples:
             notes.append(f"{spec.name}: only {len(keep)} of {n_samples} requested samples "
-                         f"pass the {threshold:.0%} filter"
-                         + (" for every model of its dataset" if shared else ""))
-        samples = SampleSet(images=passing.images[keep],
-                            labels=[int(v) for v in passing.labels[keep]],
-                            seeds=[passing.seeds[i] for i in keep],
-                            ids=[int(v) for v in passing.indices[keep]])
-        prepared.append(Prepared(spec, samples, passing.scores[keep].numpy()))
+                         f"pass {filter_note}")
+        ids = [int(candidates.ids[k]) for k in keep]
+        samples = SampleSet(images=candidates.load(ids),
+                            labels=[int(candidates.labels[k]) for k in keep],
+                            seeds=[derive_seed(seed, i) for i in ids], ids=ids)
+        prepared.append(Prepared(spec, samples, candidates.scores[keep]))
     return Preparation(prepared, notes)
 
 

@@ -79,14 +79,16 @@ def score_range_summary(studies: Sequence[ScoreStudy], *, ax: plt.Axes | None = 
     """Median and interquartile band of the score range per radius, per model."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    names = list(dict.fromkeys(study.model for study in studies))
+    colors = {name: f"C{i % 10}" for i, name in enumerate(names)}
     for study in studies:
         ranges = np.maximum(study.statistics.range, _RANGE_FLOOR)
         q25, q50, q75 = np.quantile(ranges, [0.25, 0.5, 0.75], axis=0)
         x = np.arange(len(study.radii))
         label = f"{study.model} ({study.kind})" if label_kind else study.model
-        line, = ax.plot(x, q50, marker=".", label=label,
-                        ls="-" if study.kind == "isotropy" else "--")
-        ax.fill_between(x, q25, q75, alpha=0.2, color=line.get_color())
+        ax.plot(x, q50, marker=".", label=label, color=colors[study.model],
+                ls="-" if study.kind == "isotropy" else "--")
+        ax.fill_between(x, q25, q75, alpha=0.15, color=colors[study.model])
     ax.set_yscale("log")
     ax.set_xticks(np.arange(len(studies[0].radii)), _radius_labels(studies[0].radii),
                   rotation=90, fontsize=7)
@@ -94,3 +96,82 @@ def score_range_summary(studies: Sequence[ScoreStudy], *, ax: plt.Axes | None = 
     ax.set_ylabel("score range (median, IQR band)")
     ax.legend(fontsize=7)
     return ax
+
+
+def _to_rgb(image) -> np.ndarray:
+    """(3, H, W) tensor or array in [0, 255] -> (H, W, 3) floats in [0, 1] for imshow."""
+    a = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image, dtype=float)
+    return np.clip(a.transpose(1, 2, 0) / 255.0, 0, 1)
+
+
+def permutation_pair(image, nu_a, nu_b, *, score_a: float, score_b: float,
+                     clean_score: float, radius: float, norm: str,
+                     class_name: str = "") -> plt.Figure:
+    """The paper's Fig. 2 idea on real data: one perturbation, one permutation of it.
+
+    Shows the clean image, both perturbations (magnified to fill the grey
+    range, with the factor in the title), both perturbed images and the
+    true-class score of each.
+    """
+    nu_a = np.asarray(nu_a.detach().cpu() if hasattr(nu_a, "detach") else nu_a, dtype=float)
+    nu_b = np.asarray(nu_b.detach().cpu() if hasattr(nu_b, "detach") else nu_b, dtype=float)
+    peak = max(np.abs(nu_a).max(), np.abs(nu_b).max())
+    magnify = 127.5 / peak
+    fig, axes = plt.subplots(1, 5, figsize=(13, 3), constrained_layout=True)
+    panels = [
+        (image, f"clean: score {clean_score:.4f}"),
+        (127.5 + magnify * nu_a, f"nu_1 (x{magnify:.0f})"),
+        (127.5 + magnify * nu_b, f"nu_2 = permuted nu_1 (x{magnify:.0f})"),
+        (np.asarray(image.cpu() if hasattr(image, "cpu") else image) + nu_a,
+         f"x + nu_1: score {score_a:.4f}"),
+        (np.asarray(image.cpu() if hasattr(image, "cpu") else image) + nu_b,
+         f"x + nu_2: score {score_b:.4f}"),
+    ]
+    for ax, (img, title) in zip(axes, panels):
+        ax.imshow(_to_rgb(img), interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{class_name}: two perturbations with the same values, {norm} radius "
+                 f"{radius:g} (||nu_1|| = ||nu_2||)", fontsize=10)
+    return fig
+
+
+def isotropy_vs_symmetry(isotropy: Sequence[ScoreStudy], symmetry: Sequence[ScoreStudy]
+                         ) -> plt.Figure:
+    """Median score range per radius: random directions (solid) against permutations (dashed)."""
+    fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
+    score_range_summary(list(isotropy) + list(symmetry), ax=ax, label_kind=True)
+    ax.set_title("isotropy (solid) against symmetry (dashed), same samples")
+    return fig
+
+
+def symmetry_illustration(study: ScoreStudy, images, seeds: Sequence[int],
+                          clean_scores: Sequence[float], *, radius: float,
+                          sample: int = 0, class_names: Sequence[str] | None = None
+                          ) -> plt.Figure:
+    """:func:`permutation_pair` for the two permutations whose scores differ most.
+
+    Parameters
+    ----------
+    study : a symmetry :class:`ScoreStudy`; images, seeds, clean_scores : its
+        samples (a :class:`~localprops.studies.SampleSet`'s fields, same order).
+    radius : the radius to show (the closest one studied is used).
+    sample : which sample.
+    """
+    from .sampling import PermutedPerturbations
+
+    if study.kind != "symmetry":
+        raise ValueError("symmetry_illustration needs a symmetry study")
+    r_index = int(np.argmin(np.abs(study.radii - radius)))
+    t = study.scores.shape[-1]
+    scores = study.scores[sample, r_index]
+    a, b = int(np.argmax(scores)), int(np.argmin(scores))
+    source = PermutedPerturbations(tuple(images.shape[1:]), study.radii.tolist(), t,
+                                   study.norm, int(seeds[sample]))
+    nu = source.rows(r_index * t, (r_index + 1) * t)
+    label = int(study.labels[sample])
+    name = class_names[label] if class_names is not None else f"class {label}"
+    return permutation_pair(images[sample], nu[a], nu[b], score_a=float(scores[a]),
+                            score_b=float(scores[b]), clean_score=float(clean_scores[sample]),
+                            radius=float(study.radii[r_index]), norm=study.norm,
+                            class_name=f"{study.model}, {name}")

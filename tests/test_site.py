@@ -1,0 +1,163 @@
+"""Open the built site in a headless browser, page by page.
+
+Every page of ``_toc.yml`` is loaded from a local HTTP server in Debian's
+Chromium (driven by Selenium), and must show all of its images, typeset its
+equations with the MathJax the site serves itself, fetch nothing from any
+other host, and log no error in the browser console.
+
+The site is the ``ci`` build of ``tests/test_build.py`` (built once per
+session, whichever module asks first), or the folder named by the
+environment variable ``LOCALPROPS_SITE_DIR`` (e.g. ``_build/html`` after
+``make book``), which skips building.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from localprops import build as lpbuild
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+INSTALL_HINT = ("install Debian chromium + chromium-driver: "
+                "apt-get install -y chromium chromium-driver")
+CHROMIUM_ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu",
+                 "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--disable-quic", "--window-size=1280,900")
+PAGES = lpbuild.toc_files(ROOT / "_toc.yml")
+TIMEOUT = 30.0
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def site_dir(tmp_path_factory) -> Path:
+    given = os.environ.get("LOCALPROPS_SITE_DIR")
+    if given:
+        html = Path(given)
+        if not (html / "index.html").is_file():
+            pytest.fail(f"LOCALPROPS_SITE_DIR={given} holds no index.html")
+        return html
+    from test_build import build_ci_site
+
+    return build_ci_site(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def base_url(site_dir):
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # keep the test output readable
+            pass
+
+    handler = functools.partial(QuietHandler, directory=str(site_dir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        pytest.skip(f"{CHROMIUM} or {CHROMEDRIVER} is missing; {INSTALL_HINT}")
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed "
+        "(pip install -e '.[test]')")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in CHROMIUM_ARGS:
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # an explicit driver: Selenium Manager would otherwise try the network
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)),
+                              options=options)
+    driver.set_script_timeout(TIMEOUT)
+    driver.set_page_load_timeout(TIMEOUT)
+    yield driver
+    driver.quit()
+
+
+def wait_for(driver, script: str, what: str) -> None:
+    """Poll a JavaScript condition until it holds, or fail saying what."""
+    deadline = time.monotonic() + TIMEOUT
+    while not driver.execute_script(script):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def load(driver, url: str) -> list[dict]:
+    """Open ``url``, wait for images and MathJax; return the console log."""
+    driver.get_log("browser")            # drop what earlier pages logged
+    driver.get(url)
+    wait_for(driver, "return document.readyState === 'complete'", "the page")
+    wait_for(driver,
+             "return Array.from(document.images).every(i => i.complete)",
+             "the images")
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "const mj = window.MathJax;"
+        "if (mj && mj.startup && mj.startup.promise) {"
+        "  mj.startup.promise.then(() => done(true), () => done(false));"
+        "} else { done(true); }")
+    return driver.get_log("browser")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_offline_without_errors(browser, base_url, page):
+    log = load(browser, f"{base_url}/{page}.html")
+
+    title = browser.find_element("css selector", "article h1").text
+    assert title, f"{page} has no title"
+
+    broken = browser.execute_script(
+        "return Array.from(document.querySelectorAll('article img'))"
+        ".filter(i => !(i.naturalWidth > 0)).map(i => i.src)")
+    assert not broken, f"images that did not load: {broken}"
+
+    elsewhere = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+        f".filter(u => !u.startsWith({base_url!r}))")
+    assert not elsewhere, f"fetched from outside the site: {elsewhere}"
+
+    math = browser.execute_script(
+        "return document.querySelectorAll('article .math').length")
+    if math:
+        typeset = browser.execute_script(
+            "return [document.querySelectorAll('mjx-container').length,"
+            " document.querySelectorAll('mjx-merror').length]")
+        assert typeset[0] > 0, "the page has math but MathJax typeset none"
+        assert typeset[1] == 0, "MathJax reported errors in equations"
+
+    errors = [entry["message"] for entry in log if entry["level"] == "SEVERE"]
+    assert not errors, "browser console errors:\n" + "\n".join(errors)
+
+
+def test_root_redirects_to_the_first_page(browser, base_url):
+    log = load(browser, f"{base_url}/index.html")
+    wait_for(browser, f"return location.pathname === '/{PAGES[0]}.html'",
+             f"the redirect to {PAGES[0]}.html")
+    log += browser.get_log("browser")
+    errors = [entry["message"] for entry in log if entry["level"] == "SEVERE"]
+    assert not errors, "browser console errors:\n" + "\n".join(errors)
+
+
+def test_mathjax_is_the_local_copy(browser, base_url):
+    load(browser, f"{base_url}/{PAGES[0]}.html")
+    sources = browser.execute_script(
+        "return Array.from(document.scripts).map(s => s.src)"
+        ".filter(s => s.includes('tex-mml-chtml'))")
+    assert sources and all(s.startswith(f"{base_url}/_static/mathjax/")
+                           for s in sources), sources
