@@ -175,3 +175,68 @@ def symmetry_illustration(study: ScoreStudy, images, seeds: Sequence[int],
                             score_b=float(scores[b]), clean_score=float(clean_scores[sample]),
                             radius=float(study.radii[r_index]), norm=study.norm,
                             class_name=f"{study.model}, {name}")
+
+
+def kernels_and_spectra(conv, spectra, *, n: int = 8, title: str = "") -> plt.Figure:
+    """First-layer kernels (top row, RGB) and their gain |F(K)| summed over colours."""
+    import torch
+
+    n = min(n, conv.weight.shape[0])
+    weight = conv.weight.detach().cpu().double()[:n]
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), constrained_layout=True)
+    for k in range(n):
+        w = weight[k]
+        w = (w - w.min()) / (w.max() - w.min() + 1e-12)
+        axes[0, k].imshow(w.permute(1, 2, 0).numpy() if w.shape[0] == 3 else w[0].numpy(),
+                          interpolation="nearest")
+        axes[1, k].imshow(torch.as_tensor(spectra[k]).sum(0).numpy(), cmap="magma")
+        axes[0, k].set_title(f"kernel {k}", fontsize=8)
+        for ax in axes[:, k]:
+            ax.axis("off")
+    axes[1, 0].set_title("|F(K)|", fontsize=8, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def spectra_pair(power, *, radial_profiles=None, title: str = "") -> plt.Figure:
+    """Power spectra (log, summed over channels) of a perturbation and its permutation."""
+    p = np.asarray(power)
+    panels = 3 if radial_profiles is not None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.4), constrained_layout=True)
+    vmin, vmax = np.log10(p.sum(1)).min(), np.log10(p.sum(1)).max()
+    for k, name in enumerate(["|F(nu_1)|^2", "|F(nu_2)|^2 (permuted)"]):
+        im = axes[k].imshow(np.log10(p[k].sum(0)), cmap="viridis", vmin=vmin, vmax=vmax)
+        axes[k].set_title(name, fontsize=9)
+        axes[k].axis("off")
+    fig.colorbar(im, ax=axes[:2], shrink=0.8, label="log10 power")
+    if radial_profiles is not None:
+        for profile, name in zip(radial_profiles, ["nu_1", "nu_2"]):
+            axes[2].plot(profile, label=name)
+        axes[2].set_xlabel("spatial frequency |k|")
+        axes[2].set_ylabel("mean power")
+        axes[2].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def response_gaps(gaps, *, title: str = "") -> plt.Figure:
+    """Absolute and relative gap between responses to a perturbation and its permutations.
+
+    ``gaps`` is a list of :class:`localprops.frequency.ResponseGap` (one per
+    model and layer).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    for gap in gaps:
+        label = getattr(gap, "label", gap.layer)
+        axes[0].loglog(gap.radii, gap.absolute, marker="o", label=label)
+        axes[1].semilogx(gap.radii, gap.relative, marker="o", label=label)
+    axes[0].set_ylabel("||f(x + nu_1) - f(x + nu_2)||")
+    axes[1].set_ylabel("gap / ||f(x + nu_1) - f(x)||")
+    for ax in axes:
+        ax.set_xlabel("radius r")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
