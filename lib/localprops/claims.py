@@ -154,3 +154,76 @@ def as_table(verdicts: Sequence[Verdict], columns: Sequence[str] = ("claim", "pa
     rows = ["| " + " | ".join(str(getattr(v, c)).replace("|", "/") for c in columns) + " |"
             for v in verdicts]
     return head + "\n".join(rows)
+
+
+def topology_claims(studies) -> list[Verdict]:
+    """C7 and C8 from :class:`localprops.topology.TopologyStudy` results."""
+    if not studies:
+        return []
+    names = ", ".join(s.model for s in studies)
+    setting = f"{studies[0].norm} radius, T = points per radius"
+    inside = [float(np.mean(np.abs(s.rho["model"]) < 0.1)) for s in studies]
+    c7 = Verdict(
+        "C7", "-0.1 < rho < 0.1 for all ConvNets, even very close to x",
+        "; ".join(f"{s.model}: median rho {np.median(s.rho['model']):.3f}, "
+                  f"{share:.0%} of (sample, radius) inside (-0.1, 0.1)"
+                  for s, share in zip(studies, inside)),
+        "supported if, for every model, at least 90% of the (sample, radius) statistics "
+        "lie in (-0.1, 0.1); partly if at least half do for some model",
+        SUPPORTED if all(v >= 0.9 for v in inside) else
+        PARTLY if any(v >= 0.5 for v in inside) else NOT_SUPPORTED, names, setting)
+    linear_low = [float(np.median(np.abs(s.rho["linear"]))) < 0.3 for s in studies]
+    mixed_high = [float(np.median(s.mixed_rho)) > 0.5 for s in studies]
+    c8 = Verdict(
+        "C8", "the cause is the affine map of every layer, compounded over layers",
+        "; ".join(f"{s.model}: median rho of a random linear map at one radius "
+                  f"{np.median(s.rho['linear']):.3f}, of the Jacobian map "
+                  f"{np.median(s.rho['jacobian']):.3f}; over mixed radii the model reaches "
+                  f"{np.median(s.mixed_rho):.3f}, the linear map {np.median(s.mixed_linear_rho):.3f}; "
+                  f"input distance spread (std/mean) {np.median(s.input_spread):.4f}"
+                  for s in studies),
+        "if a single random linear map already gives a low rho at one radius and the "
+        "model's rho is high once the points span several radii, the low rho comes from "
+        "the input distances being nearly equal (concentration), not from the depth of "
+        "the network: then 'partly' (an affine map suffices, but nothing is compounded); "
+        "'supported' only if the linear map keeps rho high while the model does not",
+        PARTLY if all(linear_low) and all(mixed_high) else
+        SUPPORTED if not any(linear_low) else NOT_SUPPORTED, names, setting)
+    return [c7, c8]
+
+
+def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None) -> list[Verdict]:
+    """C9 and C10 from :class:`localprops.lipschitz.LipschitzStudy` results."""
+    if not studies:
+        return []
+    names = ", ".join(s.model for s in studies)
+    setting = f"{studies[0].norm} radius; normalizations minmax / raw / zscore"
+    shares = {s.model: {r: float((s.ratio(r) < 1).mean()) for r in s.output_distance}
+              for s in studies}
+    c9 = Verdict(
+        "C9", "ConvNets are in general locally contracting: L_x < 1 in most cases",
+        "; ".join(f"{m}: share with L_x < 1: " + ", ".join(f"{r} {v:.0%}" for r, v in sh.items())
+                  for m, sh in shares.items()),
+        "with the paper's min-max normalizers: supported if more than half of the perturbed "
+        "points of every model have L_x < 1; partly if of some models",
+        _share_verdict([sh["minmax"] for sh in shares.values()], high=0.5 + 1e-12),
+        names, setting)
+    bounds = bounds or {}
+    measured, gaps = [], []
+    for s in studies:
+        raw_max = float(np.max(s.ratio("raw"))) if s.ratio("raw").size else float("nan")
+        bound = bounds.get(s.model)
+        if bound is not None:
+            gaps.append(raw_max / bound)
+        measured.append(f"{s.model}: largest local ratio (raw) {raw_max:.3g}"
+                        + (f", global bound {bound:.3g}" if bound is not None else
+                           ", no global product bound (not a plain sequence of layers)"))
+    c10 = Verdict(
+        "C10", "hence explanations by global non-linearity may be inaccurate",
+        "; ".join(measured),
+        "an interpretation; what the data can show is whether the global bound describes "
+        "local behaviour: supported if every model's largest local ratio lies below a "
+        "tenth of its global bound, partly if below the bound, not supported otherwise",
+        (SUPPORTED if gaps and all(g < 0.1 for g in gaps) else
+         PARTLY if gaps and all(g < 1 for g in gaps) else NOT_SUPPORTED), names, setting)
+    return [c9, c10]

@@ -190,6 +190,25 @@ def prepare(names: list[str], *, n_samples: int, threshold: float = 0.99, seed: 
     return Preparation(prepared, notes)
 
 
+def fitting_images(spec: models.ModelSpec, n: int) -> torch.Tensor:
+    """Up to ``n`` clean images of the model's dataset, to fit normalizers on.
+
+    GTSRB: the official test set when ``$LOCALPROPS_GTSRB`` points at it, else
+    the bundled 430-image subset. ImageNet: the first ``n`` images of
+    ``$LOCALPROPS_IMAGENET`` (the model's own resize and crop).
+    """
+    n = _checks.check_count(n, "n")
+    if spec.dataset == "gtsrb":
+        try:
+            images = data.load_gtsrb()["x_test"][:n]
+        except data.DataNotFoundError:
+            images = data.gtsrb_eval_subset()["images"][:n]
+        return data.images_to_tensor(images)
+    if spec.dataset == "imagenet":
+        return data.load_imagenet_folder(None, spec.preprocess, limit=n).images
+    raise ValueError(f"no images known for dataset {spec.dataset!r}")
+
+
 def cache_dir() -> str:
     """The results cache folder: ``$LOCALPROPS_CACHE`` or ``_build/cache`` at the repo root."""
     default = os.path.join(os.path.dirname(__file__), "..", "..", "_build", "cache")

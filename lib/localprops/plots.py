@@ -240,3 +240,115 @@ def response_gaps(gaps, *, title: str = "") -> plt.Figure:
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def mantel_by_radius(studies, *, columns: int = 3) -> plt.Figure:
+    """The paper's Fig. 4 form with controls: Mantel statistic per radius, per model.
+
+    Boxes: the model's feature layer over samples. Lines: medians of the
+    control maps on the same points (random linear map, the model's Jacobian
+    at x). Grey band: the paper's reported range -0.1 < rho < 0.1.
+    """
+    if not studies:
+        raise ValueError("no topology results to draw")
+    columns = min(columns, len(studies))
+    rows = int(np.ceil(len(studies) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(4.8 * columns, 3.6 * rows),
+                             squeeze=False, sharey=True, constrained_layout=True)
+    for ax, study in zip(axes.flat, studies):
+        x = np.arange(len(study.radii))
+        ax.axhspan(-0.1, 0.1, color="0.9", zorder=0, label="paper: -0.1 < rho < 0.1")
+        ax.boxplot([study.rho["model"][:, r] for r in x], positions=x, widths=0.5,
+                   medianprops={"color": "k"},
+                   showfliers=True, flierprops={"markersize": 3})
+        for name, style in (("linear", "C1--"), ("jacobian", "C2:")):
+            ax.plot(x, np.median(study.rho[name], axis=0), style, marker=".",
+                    label=f"{name} map (median)")
+        ax.set_xticks(x, _radius_labels(study.radii), rotation=90, fontsize=7)
+        ax.set_xlabel(f"radius r ({study.norm})")
+        ax.set_title(f"{study.model} (S={len(study.ids)})", fontsize=9)
+        ax.set_ylim(-0.5, 1.05)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("Mantel statistic rho")
+    for ax in list(axes.flat)[len(studies):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def mixed_radii(studies) -> plt.Figure:
+    """Mantel statistic at one radius (median over radii) against points spread over radii."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6), constrained_layout=True)
+    names = [s.model for s in studies]
+    x = np.arange(len(studies))
+    width = 0.25
+    ax.bar(x - width, [np.median(s.rho["model"]) for s in studies], width,
+           label="model, one radius (median)")
+    ax.bar(x, [np.median(s.mixed_rho) for s in studies], width,
+           label="model, points over all radii")
+    ax.bar(x + width, [np.median(s.mixed_linear_rho) for s in studies], width,
+           label="random linear map, all radii")
+    ax.axhspan(-0.1, 0.1, color="0.9", zorder=0)
+    ax.set_xticks(x, names, fontsize=8)
+    ax.set_ylabel("Mantel statistic rho")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def lipschitz_illustration() -> plt.Figure:
+    """Two functions with the same global Lipschitz constant (1), different locally.
+
+    ``f1(t) = t`` has slope 1 everywhere; ``f2(t) = 5 tanh(t / 5)`` has slope
+    1 only at 0 and contracts more and more for ``|t| > 5``. A global constant
+    cannot tell them apart; local ratios can (the idea of the paper's Fig. 5).
+    """
+    t = np.linspace(-15, 15, 601)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    axes[0].plot(t, t, label="f1(t) = t")
+    axes[0].plot(t, 5 * np.tanh(t / 5), label="f2(t) = 5 tanh(t/5)")
+    axes[1].plot(t, np.ones_like(t), label="f1'(t)")
+    axes[1].plot(t, 1 / np.cosh(t / 5) ** 2, label="f2'(t)")
+    for ax in axes:
+        ax.axvspan(-5, 5, color="0.92", zorder=0)
+        ax.set_xlabel("t")
+        ax.legend(fontsize=8)
+    axes[0].set_title("same global Lipschitz constant (1)", fontsize=9)
+    axes[1].set_title("derivatives: alike for |t| < 5 (grey), not beyond", fontsize=9)
+    return fig
+
+
+def lipschitz_scatter(studies, *, reading: str = "minmax", columns: int = 3) -> plt.Figure:
+    """The paper's Fig. 6 form: output against input distance of every perturbed point.
+
+    Colour: radius (colder = smaller). Black: first-order polynomial fit;
+    blue: second-order fit. The dashed diagonal is L_x = 1.
+    """
+    if not studies:
+        raise ValueError("no Lipschitz results to draw")
+    columns = min(columns, len(studies))
+    rows = int(np.ceil(len(studies) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.8 * rows),
+                             squeeze=False, constrained_layout=True)
+    for ax, study in zip(axes.flat, studies):
+        x = study.input_distance[reading]
+        y = study.output_distance[reading]
+        radius = np.broadcast_to(study.radii[None, :, None], x.shape)
+        sc = ax.scatter(x.ravel(), y.ravel(), c=np.log10(radius.ravel()), cmap="coolwarm",
+                        s=4, alpha=0.6)
+        grid = np.linspace(0, x.max(), 100)
+        for degree, color in ((1, "k"), (2, "b")):
+            coef = np.polyfit(x.ravel(), y.ravel(), degree)
+            ax.plot(grid, np.polyval(coef, grid), color=color, lw=1.2,
+                    label=f"degree {degree} fit")
+        top = max(x.max(), y.max())
+        ax.plot([0, top], [0, top], "k--", lw=0.7, label="L_x = 1")
+        ax.set_xlim(0, x.max() * 1.05)
+        ax.set_ylim(0, y.max() * 1.05)
+        ax.set_xlabel(f"||h(x + nu) - h(x)|| ({reading})")
+        ax.set_ylabel(f"||g(Phi(x + nu)) - g(Phi(x))||")
+        ax.set_title(f"{study.model} (S={len(study.ids)})", fontsize=9)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(studies):]:
+        ax.set_visible(False)
+    fig.colorbar(sc, ax=axes, shrink=0.8, label="log10 radius")
+    return fig

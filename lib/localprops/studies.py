@@ -161,3 +161,26 @@ def float32_noise_floor(model: nn.Module, samples: SampleSet, *, radius: float,
                        progress=False).scores
         floors.append((s32.double() - s64).abs().max().item())
     return np.asarray(floors)
+
+
+def rounding_distortion(samples: SampleSet, *, radius: float, T: int, norm: str = "l2",
+                        dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """How much of the perturbation the network sees is rounding error.
+
+    Returns, per sample, the median over ``T`` perturbations of
+    ``||(fl(x + nu) - x) - nu|| / r`` (in the same norm), where ``fl`` rounds
+    to ``dtype``: near 0 when ``x + nu`` is represented faithfully, of order 1
+    when the entries of ``nu`` are no larger than the float32 step at ``x``
+    (about 1.5e-5 for a value near 255), so that the perturbation the network
+    receives is mostly rounding.
+    """
+    out = []
+    for i in range(len(samples)):
+        x = samples.images[i].to(dtype)
+        nu = RadialPerturbations(tuple(x.shape), [radius], T, norm,
+                                 int(samples.seeds[i])).materialize(dtype=torch.float64)[0]
+        seen = (x + nu.to(dtype)).double() - x.double()
+        error = (seen - nu).flatten(1)
+        size = error.norm(dim=1) if norm == "l2" else error.abs().amax(dim=1)
+        out.append(float((size / radius).median()))
+    return np.asarray(out)
