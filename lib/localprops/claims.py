@@ -227,3 +227,93 @@ def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None) -> list
         (SUPPORTED if gaps and all(g < 0.1 for g in gaps) else
          PARTLY if gaps and all(g < 1 for g in gaps) else NOT_SUPPORTED), names, setting)
     return [c9, c10]
+
+
+def save_verdicts(verdicts: Sequence[Verdict], chapter: str, profile: str,
+                  root: str | None = None) -> str:
+    """Write a chapter's verdicts as JSON for the scorecard; returns the path.
+
+    Stored under ``<cache>/verdicts/<profile>/<chapter>.json`` with the code
+    version, so the scorecard can show where each row comes from.
+    """
+    import json
+    import os
+
+    from .cache import code_version
+    from .experiment import cache_dir
+
+    folder = os.path.join(root or cache_dir(), "verdicts", profile)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{chapter}.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as file:
+        json.dump({"chapter": chapter, "profile": profile, "code": code_version(),
+                   "verdicts": [v.as_dict() for v in verdicts]}, file, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
+def load_verdicts(profile: str, root: str | None = None) -> list[dict]:
+    """All saved verdict rows of a profile, each with its chapter and code version."""
+    import glob
+    import json
+    import os
+
+    from .experiment import cache_dir
+
+    rows = []
+    for path in sorted(glob.glob(os.path.join(root or cache_dir(), "verdicts", profile,
+                                              "*.json"))):
+        with open(path) as file:
+            record = json.load(file)
+        for verdict in record["verdicts"]:
+            rows.append({"chapter": record["chapter"], "code": record["code"], **verdict})
+    return rows
+
+
+def frequency_claims(gaps: Mapping[str, Sequence]) -> list[Verdict]:
+    """The frequency-domain argument, from :class:`localprops.frequency.ResponseGap` rows.
+
+    ``gaps`` maps a model name to its gaps, labelled ``"convolution: ..."``,
+    ``"activation: ..."``, ``"pooling: ..."`` or ``"block: ..."``.
+    """
+    if not gaps:
+        return []
+    names = ", ".join(gaps)
+    measured, differ, slopes, pool_more = [], [], [], []
+    for model, rows in gaps.items():
+        kinds = {g.label.split(":")[0]: g for g in rows}
+        conv = kinds["convolution"]
+        big = conv.radii >= 0.1
+        rel = float(np.median(conv.relative[big])) if big.any() else float("nan")
+        slope = float(np.polyfit(np.log10(conv.radii[big]), np.log10(conv.absolute[big]), 1)[0]) \
+            if big.sum() >= 2 else float("nan")
+        differ.append(rel > 0.5)
+        slopes.append(abs(slope - 1) < 0.05)
+        text = f"{model}: first-convolution relative gap {rel:.2f}, log-log slope {slope:.3f}"
+        if "pooling" in kinds:
+            pool = float(np.median(kinds["pooling"].relative[big]))
+            pool_more.append(pool > 1.05 * rel)
+            text += f", after pooling {pool:.2f}"
+        measured.append(text)
+    f1 = Verdict(
+        "F1", "a permutation changes the spectrum, hence the first layer's response",
+        "; ".join(measured),
+        "supported if for every model the response to a permutation differs from the "
+        "response to the original by more than half the response itself (radii >= 0.1)",
+        _share_verdict([float(d) for d in differ], high=1.0), names)
+    f2 = Verdict(
+        "F2", "the two responses become close as the norm goes to zero",
+        "; ".join(measured),
+        "supported if the absolute gap at the first convolution is proportional to r "
+        "(log-log slope within 0.05 of 1); it then vanishes in absolute terms only",
+        _share_verdict([float(v) for v in slopes], high=1.0), names)
+    rows = [f1, f2]
+    if pool_more:
+        rows.append(Verdict(
+            "F3", "max-pooling after the first layer makes the outputs more dissimilar",
+            "; ".join(m for m in measured if "pooling" in m),
+            "supported if the relative gap after pooling exceeds the convolution's by more "
+            "than 5% for every model with a pooling layer, partly if for some",
+            _share_verdict([float(v) for v in pool_more]), names))
+    return rows

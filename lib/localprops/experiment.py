@@ -146,6 +146,9 @@ def prepare(names: list[str], *, n_samples: int, threshold: float = 0.99, seed: 
     Preparation. A model that cannot be loaded, or whose dataset is not
     available here, is skipped with a note saying why and how to fix it.
     """
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"names must be a list of model names such as ['gtsrb-ciresan'], "
+                        f"got {names!r}")
     n_samples = _checks.check_count(n_samples, "n_samples")
     cache = cache or ResultCache(cache_dir())
     loaded: list[tuple[models.ModelSpec, _Candidates]] = []
