@@ -25,11 +25,16 @@ from pathlib import Path
 import numpy as np
 
 _RESULT_MODULES = ("philox.py", "_philox_cpu.py", "sampling.py", "engine.py",
-                   "metrics.py", "mantel.py", "studies.py")
+                   "metrics.py", "mantel.py", "studies.py", "topology.py", "lipschitz.py",
+                   "models.py", "gtsrb_nets.py", "data.py")
 
 
 def code_version() -> str:
-    """A short hash of the source files whose code determines the results."""
+    """A short hash of the source files whose code determines the results.
+
+    The model-loading modules are included: a change of preprocessing or
+    normalization changes every score.
+    """
     here = Path(__file__).parent
     digest = hashlib.sha256()
     for name in _RESULT_MODULES:
