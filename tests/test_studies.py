@@ -141,3 +141,11 @@ def test_killed_run_resumes_without_recomputing(tmp_path):
     resumed = score_study(model, make_samples(5), radii=[1.0, 2.0], T=3, model_name="tiny",
                           cache=ResultCache(root), progress=False)
     assert np.array_equal(reference.scores, resumed.scores)
+
+
+def test_progress_bars_respect_tqdm_disable(monkeypatch):
+    from localprops.progress import progress_bar, progress_enabled
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert not progress_enabled(True) and progress_bar(range(3), enabled=True).disable
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    assert progress_enabled(True) and not progress_enabled(False)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import _checks
+from .progress import progress_bar
 from .sampling import _Perturbations
 
 __all__ = ["EvalResult", "evaluate", "model_device", "model_dtype"]
@@ -172,7 +172,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, perturbations, *,
     feats_out: list = []
     total = source.n_rows
     show = progress if progress is not None else total > batch_size
-    bar = tqdm(total=total, disable=not show, desc="perturbed images", unit="img")
+    bar = progress_bar(total=total, enabled=show, desc="perturbed images", unit="img")
     try:
         with torch.inference_mode():
             clean_probs: list = []

@@ -19,7 +19,6 @@ compared.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,11 +26,11 @@ import torch
 from torch import nn
 
 from . import _checks
-from .cache import ResultCache, code_version
+from .cache import ResultCache
 from .engine import evaluate, model_device, model_dtype
 from .metrics import MinMaxNormalizer
 from .sampling import RadialPerturbations
-from .studies import SampleSet
+from .studies import SampleSet, run_units
 
 READINGS = ("minmax", "raw", "zscore")
 
@@ -163,7 +162,6 @@ def lipschitz_study(model: nn.Module, samples: SampleSet, normalizers: Normalize
     radii = list(_checks.check_radii(radii))
     T = _checks.check_count(T, "T")
     norm = _checks.check_norm(norm)
-    cache = cache or ResultCache(None)
     shape = tuple(samples.images.shape[1:])
     device = model_device(model)
 
@@ -184,21 +182,15 @@ def lipschitz_study(model: nn.Module, samples: SampleSet, normalizers: Normalize
             result[f"in_{reading}"] = torch.stack(dist).numpy()
         return result
 
-    version, fingerprint = code_version(), normalizers.fingerprint()
-    units, kept, skipped = [], [], []
-    from tqdm.auto import tqdm
-    for i in tqdm(range(len(samples)), desc=f"{model_name} lipschitz", disable=not progress):
-        manifest = dict(study="lipschitz", model=model_name, weights=weights, radii=radii, T=T,
-                        norm=norm, layer=feature_layer, normalizers=fingerprint,
-                        sample_seed=int(samples.seeds[i]), sample=int(samples.ids[i]),
-                        code=version)
-        try:
-            units.append(cache.get_or_compute(manifest, lambda i=i: compute(i)))
-            kept.append(i)
-        except ValueError as error:
-            skipped.append(f"sample {samples.ids[i]}: {error}")
-            warnings.warn(f"{model_name}: sample {samples.ids[i]} skipped: {error}",
-                          stacklevel=2)
+    fingerprint = normalizers.fingerprint()
+
+    def manifest(i: int) -> dict:
+        return dict(study="lipschitz", model=model_name, weights=weights, radii=radii, T=T,
+                    norm=norm, layer=feature_layer, normalizers=fingerprint,
+                    sample_seed=int(samples.seeds[i]), sample=int(samples.ids[i]))
+
+    kept, units, skipped = run_units(samples, manifest, compute, cache=cache,
+                                     desc=f"{model_name} lipschitz", progress=progress)
     empty = np.zeros((0, len(radii), T))
     return LipschitzStudy(
         model=model_name, norm=norm, radii=np.asarray(radii), ids=np.asarray(samples.ids)[kept],

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,7 @@ from . import _checks
 from .cache import ResultCache, code_version
 from .engine import evaluate, model_device
 from .metrics import ScoreStatistics, score_statistics
+from .progress import progress_bar
 from .sampling import PermutedPerturbations, RadialPerturbations
 
 KINDS = {"isotropy": RadialPerturbations, "symmetry": PermutedPerturbations}
@@ -74,6 +76,41 @@ class ScoreStudy:
         return score_statistics(self.scores, self.predictions, self.labels[:, None])
 
 
+def run_units(samples: SampleSet, manifest: Callable[[int], Mapping],
+              compute: Callable[[int], Mapping[str, np.ndarray]], *,
+              cache: ResultCache | None, desc: str, progress: bool = True,
+              errors: tuple[type[Exception], ...] = (ValueError,)
+              ) -> tuple[list[int], list[dict[str, np.ndarray]], list[str]]:
+    """Compute (or read from the cache) one unit per sample; skip failing samples.
+
+    Parameters
+    ----------
+    samples : the clean samples; unit ``i`` is sample ``i``.
+    manifest : sample index -> what determines the unit (the code version is added).
+    compute : sample index -> arrays of the finished unit.
+    cache : where finished units are kept (None: nothing is kept).
+    desc, progress : the progress bar over samples.
+    errors : exceptions that skip a sample (reported with a warning) instead of
+        stopping the run; a long run never loses the samples already done.
+
+    Returns
+    -------
+    (indices of the samples kept, their units, messages for the skipped ones).
+    """
+    cache = cache or ResultCache(None)
+    version = code_version()
+    kept, units, skipped = [], [], []
+    for i in progress_bar(range(len(samples)), enabled=progress, desc=desc):
+        try:
+            units.append(cache.get_or_compute({**manifest(i), "code": version},
+                                              lambda i=i: compute(i)))
+            kept.append(i)
+        except errors as error:
+            skipped.append(f"sample {samples.ids[i]}: {error}")
+            warnings.warn(f"{desc}: sample {samples.ids[i]} skipped: {error}", stacklevel=2)
+    return kept, units, skipped
+
+
 def score_study(model: nn.Module, samples: SampleSet, *, kind: str = "isotropy",
                 radii: list[float], T: int, norm: str = "l2", model_name: str,
                 weights: str = "", batch_size: int = 256,
@@ -102,31 +139,24 @@ def score_study(model: nn.Module, samples: SampleSet, *, kind: str = "isotropy",
     radii = list(_checks.check_radii(radii))
     T = _checks.check_count(T, "T")
     norm = _checks.check_norm(norm)
-    cache = cache or ResultCache(None)
-    version = code_version()
-    kept, scores, predictions, skipped = [], [], [], []
-    from tqdm.auto import tqdm
-    for i in tqdm(range(len(samples)), desc=f"{model_name} {kind}", disable=not progress):
-        manifest = dict(study=kind, model=model_name, weights=weights, radii=radii, T=T,
-                        norm=norm, seed=int(samples.seeds[i]), sample=int(samples.ids[i]),
-                        label=int(samples.labels[i]), code=version)
+
+    def manifest(i: int) -> dict:
+        return dict(study=kind, model=model_name, weights=weights, radii=radii, T=T,
+                    norm=norm, seed=int(samples.seeds[i]), sample=int(samples.ids[i]),
+                    label=int(samples.labels[i]))
+
+    def compute(i: int) -> dict:
         source = KINDS[kind](tuple(samples.images.shape[1:]), radii, T, norm,
                              int(samples.seeds[i]))
+        out = evaluate(model, samples.images[i], source, labels=samples.labels[i],
+                       batch_size=batch_size, progress=False)
+        return dict(scores=out.scores.numpy().astype(np.float32),
+                    predictions=out.predictions.numpy().astype(np.int16))
 
-        def compute(i=i, source=source):
-            out = evaluate(model, samples.images[i], source, labels=samples.labels[i],
-                           batch_size=batch_size, progress=False)
-            return dict(scores=out.scores.numpy().astype(np.float32),
-                        predictions=out.predictions.numpy().astype(np.int16))
-        try:
-            unit = cache.get_or_compute(manifest, compute)
-        except ValueError as error:
-            skipped.append(f"sample {samples.ids[i]}: {error}")
-            warnings.warn(f"{model_name}: sample {samples.ids[i]} skipped: {error}", stacklevel=2)
-            continue
-        kept.append(i)
-        scores.append(unit["scores"])
-        predictions.append(unit["predictions"])
+    kept, units, skipped = run_units(samples, manifest, compute, cache=cache,
+                                     desc=f"{model_name} {kind}", progress=progress)
+    scores = [u["scores"] for u in units]
+    predictions = [u["predictions"] for u in units]
     r = len(radii)
     return ScoreStudy(
         model=model_name, kind=kind, norm=norm, radii=np.asarray(radii),

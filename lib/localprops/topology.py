@@ -19,7 +19,6 @@ high dimension they concentrate near ``r sqrt(2)``.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,13 +27,13 @@ import torch.autograd.forward_ad as fwad
 from torch import nn
 
 from . import _checks
-from .cache import ResultCache, code_version
+from .cache import ResultCache
 from .engine import model_device, model_dtype
 from .mantel import mantel
 from .metrics import pairwise_distances
 from .philox import uniform_rows
 from .sampling import RadialPerturbations
-from .studies import SampleSet
+from .studies import SampleSet, run_units
 
 MAPS = ("model", "linear", "jacobian", "identity")
 
@@ -140,7 +139,6 @@ def topology_study(model: nn.Module, samples: SampleSet, *, radii: list[float], 
     if T < 3:
         raise ValueError("T must be at least 3 for a Mantel test")
     norm = _checks.check_norm(norm)
-    cache = cache or ResultCache(None)
     device, dtype = model_device(model), model_dtype(model)
     shape = tuple(samples.images.shape[1:])
     n_radii = len(radii)
@@ -184,21 +182,14 @@ def topology_study(model: nn.Module, samples: SampleSet, *, radii: list[float], 
         out["input_spread"] = _off_diagonal_spread(d_in)
         return out
 
-    version = code_version()
-    units, kept, skipped = [], [], []
-    from tqdm.auto import tqdm
-    for i in tqdm(range(len(samples)), desc=f"{model_name} topology", disable=not progress):
-        manifest = dict(study="topology", model=model_name, weights=weights, radii=radii, T=T,
-                        norm=norm, layer=feature_layer, permutations=permutations, seed=seed,
-                        sample_seed=int(samples.seeds[i]), sample=int(samples.ids[i]),
-                        code=version)
-        try:
-            units.append(cache.get_or_compute(manifest, lambda i=i: compute(i)))
-            kept.append(i)
-        except (ValueError, RuntimeError) as error:
-            skipped.append(f"sample {samples.ids[i]}: {error}")
-            warnings.warn(f"{model_name}: sample {samples.ids[i]} skipped: {error}",
-                          stacklevel=2)
+    def manifest(i: int) -> dict:
+        return dict(study="topology", model=model_name, weights=weights, radii=radii, T=T,
+                    norm=norm, layer=feature_layer, permutations=permutations, seed=seed,
+                    sample_seed=int(samples.seeds[i]), sample=int(samples.ids[i]))
+
+    kept, units, skipped = run_units(samples, manifest, compute, cache=cache,
+                                     desc=f"{model_name} topology", progress=progress,
+                                     errors=(ValueError, RuntimeError))
 
     def stack(key: str, width: int) -> np.ndarray:
         return np.stack([u[key] for u in units]) if units else np.zeros((0, width))
