@@ -25,7 +25,7 @@ def per_image_loop(model, x, nu, label, layer):
         for r in range(nu.shape[0]):
             for t in range(nu.shape[1]):
                 logits = model((x + nu[r, t]).unsqueeze(0))
-                probs.append(torch.softmax(logits, -1)[0])
+                probs.append(torch.softmax(logits.double(), -1)[0])
                 feats.append(store["f"][0])
     handle.remove()
     r, t = nu.shape[:2]
@@ -47,7 +47,7 @@ def test_matches_per_image_loop(tiny_net, clean_image, batch_size):
         assert torch.allclose(out.features, feats, atol=1e-5)
         assert torch.equal(out.predictions, probs.argmax(-1))
     with torch.no_grad():
-        clean = torch.softmax(tiny_net(clean_image[None]), -1)[0]
+        clean = torch.softmax(tiny_net(clean_image[None]).double(), -1)[0]
     assert torch.allclose(out.clean_probs, clean, atol=1e-6)
     assert out.clean_features.shape == (16,)
 
@@ -73,6 +73,18 @@ def test_restores_training_mode_and_no_grad(tiny_net, clean_image):
     out = evaluate(tiny_net, clean_image, RadialPerturbations(SHAPE, [1.0], 2), progress=False)
     assert tiny_net.training and not out.probs.requires_grad
     assert out.scores is None and out.features is None
+
+
+def test_confident_scores_are_not_rounded_to_one(clean_image):
+    class Confident(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.zeros(len(x), 3)
+            logits[:, 0] = 25 + x.flatten(1)[:, 0] / 255     # p(class 0) ~ 1 - 3e-11
+            return logits
+
+    nu = RadialPerturbations(SHAPE, [10.0], 8).materialize()
+    out = evaluate(Confident(), clean_image, nu, labels=0, progress=False)
+    assert (out.scores < 1).all() and out.scores.max() > out.scores.min()
 
 
 def test_float64_model(tiny_net, clean_image):

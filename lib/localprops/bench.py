@@ -320,7 +320,120 @@ def bench_mantel(quick: bool = False, n: int = 100, permutations: int = 9999,
 # --------------------------------------------------------------------------
 
 #: Registered benchmarks: name -> function(quick) returning rows.
+# ------------------------------------------------------------------ engine
+def _bench_model(name: str, device):
+    """A model for throughput: real weights where present, else random ones (same cost)."""
+    import torch
+
+    from . import models
+    try:
+        spec = models.load(name, device=device)
+        return spec.model, (3, *spec.input_size), "trained"
+    except (RuntimeError, ValueError, OSError):
+        import torchvision
+        net = torchvision.models.get_model(name, weights=None)
+        model = models.Normalized(net, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        return model.eval().to(device), (3, 224, 224), "random (no checkpoint here)"
+
+
+def bench_engine(quick: bool = False, names: Sequence[str] = ("gtsrb-ciresan", "gtsrb-aghdam",
+                                                               "efficientnet-lite0", "resnet18"),
+                 batch_size: int = 128) -> list[Row]:
+    """Engine throughput against the bare forward and against a per-image loop.
+
+    For each model: (a) the bare forward on batches already prepared in
+    memory; (b) ``evaluate`` on lazily generated radial perturbations
+    (sampling, adding, softmax and score extraction included); (c) the
+    straightforward loop a first implementation would write, one forward per
+    perturbed image. Same batch size for (a) and (b); float32.
+    """
+    import torch
+
+    from .engine import evaluate
+    from .sampling import RadialPerturbations
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    for name in names:
+        model, shape, weights = _bench_model(name, device)
+        small = shape[-1] <= 64
+        n_images = (512 if small else 64) if quick else (4096 if small else 256)
+        if device.type == "cuda":
+            n_images *= 8
+        radii = [1.0, 5.0, 10.0, 20.0]
+        t = max(1, n_images // len(radii))
+        n_images = t * len(radii)
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 255
+        source = RadialPerturbations(shape, radii, t, "l2", 0)
+        prepared = [source.rows(i, min(i + batch_size, n_images), device=device) + x.to(device)
+                    for i in range(0, n_images, batch_size)]
+
+        def bare():
+            with torch.inference_mode():
+                for batch in prepared:
+                    model(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+
+        def engine():
+            evaluate(model, x, source, labels=0, batch_size=batch_size, progress=False)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+
+        loop_n = min(n_images, 32 if quick else 128)
+        flat = torch.cat(prepared)[:loop_n]
+
+        def loop():
+            with torch.no_grad():
+                for image in flat:
+                    torch.softmax(model(image.unsqueeze(0)), -1)[0, 0].item()
+
+        repeats = 1 if quick else 3
+        t_bare = _median_time(bare, repeats)
+        t_engine = _median_time(engine, repeats)
+        t_loop = _median_time(loop, repeats)
+        rate_bare, rate_engine, rate_loop = n_images / t_bare, n_images / t_engine, loop_n / t_loop
+        rows.append({"model": name, "weights": weights, "device": device.type,
+                     "images": n_images, "batch": batch_size,
+                     "bare forward img/s": f"{rate_bare:.1f}",
+                     "engine img/s": f"{rate_engine:.1f}",
+                     "per-image loop img/s": f"{rate_loop:.1f}",
+                     "engine / bare": f"{rate_engine / rate_bare:.2f}",
+                     "engine / loop": f"{rate_engine / rate_loop:.1f}x"})
+    return rows
+
+
+_MEMORY_PROBE = """
+import resource, sys, torch
+from localprops import models
+from localprops.engine import evaluate
+from localprops.sampling import RadialPerturbations
+torch.set_num_threads(1)
+spec = models.load("gtsrb-ciresan", device="cpu")
+x = torch.rand(3, 32, 32) * 255
+radii = [float(r) for r in range(1, 22)]
+evaluate(spec.model, x, RadialPerturbations((3, 32, 32), radii, int(sys.argv[1]), "l2", 0),
+         labels=0, batch_size=128, progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def bench_memory(quick: bool = False) -> list[Row]:
+    """Peak memory of ``evaluate`` (fresh process each) as R x T grows 10x and 100x."""
+    import subprocess
+
+    rows = []
+    for t in ((10, 100) if quick else (10, 100, 1000)):
+        out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(t)], check=True,
+                             capture_output=True, text=True).stdout.split()[-1]
+        rows.append({"model": "gtsrb-ciresan", "R x T": 21 * t, "batch": 128,
+                     "peak resident memory (MiB)": f"{int(out) / 1024:.0f}"})
+    return rows
+
+
 BENCHMARKS: dict[str, Callable[..., list[Row]]] = {
+    "engine": bench_engine,
+    "memory": bench_memory,
     "mantel": bench_mantel,
 }
 

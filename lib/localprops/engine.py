@@ -30,7 +30,8 @@ class EvalResult:
 
     Attributes
     ----------
-    probs : (R, T, K) class probabilities (softmax of the logits).
+    probs : (R, T, K) class probabilities, float64 (softmax of the logits computed
+        in float64, so that probabilities within 1e-8 of 1 stay distinct).
     predictions : (R, T) predicted classes.
     scores : (R, T) probability of ``label``, or None without a label.
     features : (R, T, F) flattened activations of ``feature_layer``, or None.
@@ -118,8 +119,9 @@ def _forward(model, batch, layer, probs_out, feats_out, start):
         logits = model(batch)
     if logits.ndim != 2:
         raise ValueError(f"the model must return logits (N, K), got shape {tuple(logits.shape)}")
-    probs = torch.softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16)
-                          else logits, dim=-1)
+    # softmax in float64: a confident network's true-class probability is
+    # 1 - 1e-9 or closer, which float32 rounds to exactly 1
+    probs = torch.softmax(logits.double(), dim=-1)
     probs_out.append((start, probs.cpu()))
     if layer is not None:
         if not sink:

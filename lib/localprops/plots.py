@@ -20,6 +20,18 @@ def _radius_labels(radii: np.ndarray) -> list[str]:
     return [f"{r:g}" for r in radii]
 
 
+def _panel_grid(n: int, columns: int, width: float, height: float, sharey: bool = True
+                ) -> tuple[plt.Figure, np.ndarray]:
+    """A figure with one panel per model, ``columns`` per row, unused panels hidden."""
+    columns = min(columns, n)
+    rows = int(np.ceil(n / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows),
+                             squeeze=False, sharey=sharey, constrained_layout=True)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
 def score_range_panels(studies: Sequence[ScoreStudy], *,
                        noise_floors: Mapping[str, float] | None = None,
                        title: str | None = None, columns: int = 3,
@@ -34,10 +46,7 @@ def score_range_panels(studies: Sequence[ScoreStudy], *,
     """
     if not studies:
         raise ValueError("no study results to draw")
-    columns = min(columns, len(studies))
-    rows = int(np.ceil(len(studies) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.6 * rows),
-                             squeeze=False, sharey=True, constrained_layout=True)
+    fig, axes = _panel_grid(len(studies), columns, 4.6, 3.6)
     rng = np.random.default_rng(seed)
     scatter = None
     for ax, study in zip(axes.flat, studies):
@@ -60,8 +69,6 @@ def score_range_panels(studies: Sequence[ScoreStudy], *,
         ax.set_xlabel(f"radius r ({study.norm}, pixel units 0-255)")
     for ax in axes[:, 0]:
         ax.set_ylabel("score range max - min")
-    for ax in list(axes.flat)[len(studies):]:
-        ax.set_visible(False)
     if scatter is not None:
         fig.colorbar(scatter, ax=axes, shrink=0.8, label="mean true-class score")
     handles = [Line2D([], [], marker="o", ls="", c="grey", label="all T correct"),
@@ -251,10 +258,7 @@ def mantel_by_radius(studies, *, columns: int = 3) -> plt.Figure:
     """
     if not studies:
         raise ValueError("no topology results to draw")
-    columns = min(columns, len(studies))
-    rows = int(np.ceil(len(studies) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(4.8 * columns, 3.6 * rows),
-                             squeeze=False, sharey=True, constrained_layout=True)
+    fig, axes = _panel_grid(len(studies), columns, 4.8, 3.6)
     for ax, study in zip(axes.flat, studies):
         x = np.arange(len(study.radii))
         ax.axhspan(-0.1, 0.1, color="0.9", zorder=0, label="paper: -0.1 < rho < 0.1")
@@ -270,8 +274,6 @@ def mantel_by_radius(studies, *, columns: int = 3) -> plt.Figure:
         ax.set_ylim(-0.5, 1.05)
     for ax in axes[:, 0]:
         ax.set_ylabel("Mantel statistic rho")
-    for ax in list(axes.flat)[len(studies):]:
-        ax.set_visible(False)
     axes.flat[0].legend(fontsize=7, loc="upper left")
     return fig
 
@@ -325,10 +327,7 @@ def lipschitz_scatter(studies, *, reading: str = "minmax", columns: int = 3) -> 
     """
     if not studies:
         raise ValueError("no Lipschitz results to draw")
-    columns = min(columns, len(studies))
-    rows = int(np.ceil(len(studies) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.8 * rows),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = _panel_grid(len(studies), columns, 4.6, 3.8, sharey=False)
     for ax, study in zip(axes.flat, studies):
         x = study.input_distance[reading]
         y = study.output_distance[reading]
@@ -348,7 +347,5 @@ def lipschitz_scatter(studies, *, reading: str = "minmax", columns: int = 3) -> 
         ax.set_ylabel(f"||g(Phi(x + nu)) - g(Phi(x))||")
         ax.set_title(f"{study.model} (S={len(study.ids)})", fontsize=9)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(studies):]:
-        ax.set_visible(False)
     fig.colorbar(sc, ax=axes, shrink=0.8, label="log10 radius")
     return fig

@@ -66,7 +66,7 @@ class ScoreStudy:
     radii: np.ndarray
     ids: np.ndarray
     labels: np.ndarray
-    scores: np.ndarray          # (S, R, T) true-class probability
+    scores: np.ndarray          # (S, R, T) true-class probability (float64)
     predictions: np.ndarray     # (S, R, T) predicted class
     skipped: list[str] = field(default_factory=list)
 
@@ -150,7 +150,7 @@ def score_study(model: nn.Module, samples: SampleSet, *, kind: str = "isotropy",
                              int(samples.seeds[i]))
         out = evaluate(model, samples.images[i], source, labels=samples.labels[i],
                        batch_size=batch_size, progress=False)
-        return dict(scores=out.scores.numpy().astype(np.float32),
+        return dict(scores=out.scores.numpy(),
                     predictions=out.predictions.numpy().astype(np.int16))
 
     kept, units, skipped = run_units(samples, manifest, compute, cache=cache,
@@ -161,7 +161,7 @@ def score_study(model: nn.Module, samples: SampleSet, *, kind: str = "isotropy",
     return ScoreStudy(
         model=model_name, kind=kind, norm=norm, radii=np.asarray(radii),
         ids=np.asarray(samples.ids)[kept], labels=np.asarray(samples.labels)[kept],
-        scores=np.stack(scores) if scores else np.zeros((0, r, T), np.float32),
+        scores=np.stack(scores) if scores else np.zeros((0, r, T)),
         predictions=np.stack(predictions) if predictions else np.zeros((0, r, T), np.int16),
         skipped=skipped)
 
