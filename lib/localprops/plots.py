@@ -63,6 +63,9 @@ def score_range_panels(studies: Sequence[ScoreStudy], *,
             ax.axhline(max(noise_floors[study.model], _RANGE_FLOOR), ls="--", c="crimson",
                        lw=1)
         ax.set_yscale("log")
+        if (stats.range < _RANGE_FLOOR).any():
+            ax.text(0.01, 0.01, f"ranges below {_RANGE_FLOOR:g} (or exactly 0) drawn at "
+                    f"{_RANGE_FLOOR:g}", transform=ax.transAxes, fontsize=6, color="0.4")
         ax.set_xticks(np.arange(n_radii), _radius_labels(study.radii), rotation=90,
                       fontsize=7)
         ax.set_title(f"{study.model} ({study.kind}, {study.norm}, S={n_samples})", fontsize=9)
