@@ -146,3 +146,11 @@ def test_cuda_matches_cpu(tiny_net, clean_image, cuda_device):
     cpu = evaluate(tiny_net, clean_image, source, labels=2, progress=False)
     gpu = evaluate(tiny_net.to(cuda_device), clean_image, source, labels=2, progress=False)
     assert torch.allclose(cpu.scores, gpu.scores, atol=1e-5)
+
+
+def test_default_batch_size_is_small_on_cpu_and_large_on_gpu():
+    from localprops.engine import default_batch_size
+    assert default_batch_size((3, 224, 224), torch.device("cpu")) == 4
+    assert default_batch_size((3, 32, 32), torch.device("cpu")) == 32
+    assert default_batch_size((3, 2000, 2000), torch.device("cpu")) == 1
+    assert default_batch_size((3, 224, 224), torch.device("cuda")) == 256

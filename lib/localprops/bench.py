@@ -389,9 +389,9 @@ def bench_engine(quick: bool = False, names: Sequence[str] = ("gtsrb-ciresan", "
                     torch.softmax(model(image.unsqueeze(0)), -1)[0, 0].item()
 
         repeats = 1 if quick else 3
-        t_bare = _median_time(bare, repeats)
-        t_engine = _median_time(engine, repeats)
-        t_loop = _median_time(loop, repeats)
+        t_bare = _median_time(bare, repeats)[0]
+        t_engine = _median_time(engine, repeats)[0]
+        t_loop = _median_time(loop, repeats)[0]
         rate_bare, rate_engine, rate_loop = n_images / t_bare, n_images / t_engine, loop_n / t_loop
         rows.append({"model": name, "weights": weights, "device": device.type,
                      "images": n_images, "batch": batch_size,

@@ -27,7 +27,7 @@ from torch import nn
 
 from . import _checks
 from .cache import ResultCache
-from .engine import evaluate, model_device, model_dtype
+from .engine import default_batch_size, evaluate, model_device, model_dtype
 from .metrics import MinMaxNormalizer
 from .sampling import RadialPerturbations
 from .studies import SampleSet, run_units
@@ -89,7 +89,7 @@ class Normalizers:
 
 
 def fit_normalizers(model: nn.Module, images: torch.Tensor, feature_layer: str, *,
-                    batch_size: int = 256) -> Normalizers:
+                    batch_size: int | None = None) -> Normalizers:
     """Fit min-max and z-score normalizers on clean images and their features.
 
     Parameters
@@ -100,6 +100,7 @@ def fit_normalizers(model: nn.Module, images: torch.Tensor, feature_layer: str, 
     if images.ndim != 4 or images.shape[0] < 2:
         raise ValueError("fit the normalizers on a batch of at least 2 images (N, C, H, W)")
     device, dtype = model_device(model), model_dtype(model)
+    batch_size = batch_size or default_batch_size(tuple(images.shape[1:]), device)
     module = dict(model.named_modules()).get(feature_layer)
     if module is None:
         raise ValueError(f"feature_layer {feature_layer!r} is not a module of the model")
@@ -152,7 +153,7 @@ class LipschitzStudy:
 
 def lipschitz_study(model: nn.Module, samples: SampleSet, normalizers: Normalizers, *,
                     radii: list[float], T: int, feature_layer: str, model_name: str,
-                    weights: str = "", norm: str = "l2", batch_size: int = 256,
+                    weights: str = "", norm: str = "l2", batch_size: int | None = None,
                     cache: ResultCache | None = None, progress: bool = True) -> LipschitzStudy:
     """Distances of eq. 9 for every perturbed point, in each normalization.
 

@@ -113,7 +113,7 @@ def run_units(samples: SampleSet, manifest: Callable[[int], Mapping],
 
 def score_study(model: nn.Module, samples: SampleSet, *, kind: str = "isotropy",
                 radii: list[float], T: int, norm: str = "l2", model_name: str,
-                weights: str = "", batch_size: int = 256,
+                weights: str = "", batch_size: int | None = None,
                 cache: ResultCache | None = None, progress: bool = True) -> ScoreStudy:
     """Run the isotropy (eq. 4) or symmetry (eq. 6) study of one model.
 
@@ -167,7 +167,7 @@ def score_study(model: nn.Module, samples: SampleSet, *, kind: str = "isotropy",
 
 
 def float32_noise_floor(model: nn.Module, samples: SampleSet, *, radius: float,
-                        T: int, norm: str = "l2", batch_size: int = 256) -> np.ndarray:
+                        T: int, norm: str = "l2", batch_size: int | None = None) -> np.ndarray:
     """Largest |score in float32 - score in float64| per sample, same inputs.
 
     The model is copied to float64 and both copies see the very same perturbed
