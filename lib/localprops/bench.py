@@ -338,24 +338,26 @@ def _bench_model(name: str, device):
 
 def bench_engine(quick: bool = False, names: Sequence[str] = ("gtsrb-ciresan", "gtsrb-aghdam",
                                                                "efficientnet-lite0", "resnet18"),
-                 batch_size: int = 128) -> list[Row]:
+                 batch_size: int | None = None) -> list[Row]:
     """Engine throughput against the bare forward and against a per-image loop.
 
     For each model: (a) the bare forward on batches already prepared in
     memory; (b) ``evaluate`` on lazily generated radial perturbations
     (sampling, adding, softmax and score extraction included); (c) the
     straightforward loop a first implementation would write, one forward per
-    perturbed image. Same batch size for (a) and (b); float32.
+    perturbed image. Same batch size for (a) and (b) (default: the engine's
+    device-aware chunk, :func:`localprops.engine.default_batch_size`); float32.
     """
     import torch
 
-    from .engine import evaluate
+    from .engine import default_batch_size, evaluate
     from .sampling import RadialPerturbations
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     for name in names:
         model, shape, weights = _bench_model(name, device)
+        chunk = batch_size or default_batch_size(shape, device)
         small = shape[-1] <= 64
         n_images = (512 if small else 64) if quick else (4096 if small else 256)
         if device.type == "cuda":
@@ -365,8 +367,8 @@ def bench_engine(quick: bool = False, names: Sequence[str] = ("gtsrb-ciresan", "
         n_images = t * len(radii)
         x = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 255
         source = RadialPerturbations(shape, radii, t, "l2", 0)
-        prepared = [source.rows(i, min(i + batch_size, n_images), device=device) + x.to(device)
-                    for i in range(0, n_images, batch_size)]
+        prepared = [source.rows(i, min(i + chunk, n_images), device=device) + x.to(device)
+                    for i in range(0, n_images, chunk)]
 
         def bare():
             with torch.inference_mode():
@@ -376,7 +378,7 @@ def bench_engine(quick: bool = False, names: Sequence[str] = ("gtsrb-ciresan", "
                 torch.cuda.synchronize()
 
         def engine():
-            evaluate(model, x, source, labels=0, batch_size=batch_size, progress=False)
+            evaluate(model, x, source, labels=0, batch_size=chunk, progress=False)
             if device.type == "cuda":
                 torch.cuda.synchronize()
 
@@ -394,7 +396,7 @@ def bench_engine(quick: bool = False, names: Sequence[str] = ("gtsrb-ciresan", "
         t_loop = _median_time(loop, repeats)[0]
         rate_bare, rate_engine, rate_loop = n_images / t_bare, n_images / t_engine, loop_n / t_loop
         rows.append({"model": name, "weights": weights, "device": device.type,
-                     "images": n_images, "batch": batch_size,
+                     "images": n_images, "batch": chunk,
                      "bare forward img/s": f"{rate_bare:.1f}",
                      "engine img/s": f"{rate_engine:.1f}",
                      "per-image loop img/s": f"{rate_loop:.1f}",
