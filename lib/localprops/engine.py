@@ -21,7 +21,8 @@ from . import _checks
 from .progress import progress_bar
 from .sampling import _Perturbations
 
-__all__ = ["EvalResult", "default_batch_size", "evaluate", "model_device", "model_dtype"]
+__all__ = ["EvalResult", "capture_layer", "default_batch_size", "evaluate",
+           "model_device", "model_dtype"]
 
 
 @dataclass
@@ -114,8 +115,14 @@ class _Source:
 
 
 @contextlib.contextmanager
-def _capture(model: nn.Module, layer: str | None, sink: list):
-    """Record the flattened output of ``layer`` into ``sink`` during forwards."""
+def capture_layer(model: nn.Module, layer: str | None, sink: list, *, detach: bool = True):
+    """Append the flattened output (N, F) of module ``layer`` to ``sink`` on every forward.
+
+    ``layer`` is a name from ``model.named_modules()`` (None records nothing).
+    ``detach=False`` keeps the output as it is, e.g. a forward-mode dual tensor
+    whose tangent the caller reads. An unknown name raises a ValueError that
+    lists similar names.
+    """
     if layer is None:
         yield
         return
@@ -124,8 +131,11 @@ def _capture(model: nn.Module, layer: str | None, sink: list):
         near = [name for name in modules if name and layer.split(".")[-1] in name][:8]
         raise ValueError(f"feature_layer {layer!r} is not a module of the model; "
                          f"names look like {near or list(modules)[1:9]}")
-    handle = modules[layer].register_forward_hook(
-        lambda _module, _inputs, output: sink.append(output.detach().flatten(1)))
+
+    def hook(_module, _inputs, output):
+        sink.append((output.detach() if detach else output).flatten(1))
+
+    handle = modules[layer].register_forward_hook(hook)
     try:
         yield
     finally:
@@ -134,7 +144,7 @@ def _capture(model: nn.Module, layer: str | None, sink: list):
 
 def _forward(model, batch, layer, probs_out, feats_out, start):
     sink: list[torch.Tensor] = []
-    with _capture(model, layer, sink):
+    with capture_layer(model, layer, sink):
         logits = model(batch)
     if logits.ndim != 2:
         raise ValueError(f"the model must return logits (N, K), got shape {tuple(logits.shape)}")

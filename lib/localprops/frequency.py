@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import _checks
-from .engine import model_device, model_dtype
+from .engine import capture_layer, model_device, model_dtype
 from .sampling import PermutedPerturbations
 
 
@@ -114,22 +114,15 @@ def response_gap(model: nn.Module, x: torch.Tensor, layer: str, radii: list[floa
     T = _checks.check_count(T, "T")
     if T < 2:
         raise ValueError("T must be at least 2: a perturbation and one permutation")
-    module = dict(model.named_modules()).get(layer)
-    if module is None:
-        raise ValueError(f"{layer!r} is not a module of the model")
     device, dtype = model_device(model), model_dtype(model)
     x = x.to(device=device, dtype=dtype)
     nu = PermutedPerturbations(tuple(x.shape), radii, T, norm, seed).materialize(
         device=device, dtype=dtype)
     store: list[torch.Tensor] = []
-    handle = module.register_forward_hook(lambda m, i, o: store.append(o.detach().flatten(1)))
-    try:
-        with torch.inference_mode():
-            model.eval()
-            model(x.unsqueeze(0))
-            model((x + nu).flatten(0, 1))
-    finally:
-        handle.remove()
+    model.eval()
+    with capture_layer(model, layer, store), torch.inference_mode():
+        model(x.unsqueeze(0))
+        model((x + nu).flatten(0, 1))
     clean = store[0].double()
     out = store[1].double().reshape(len(radii), T, -1)
     gap = (out[:, 1:] - out[:, :1]).norm(dim=-1).mean(dim=1)

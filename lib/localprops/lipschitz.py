@@ -27,7 +27,7 @@ from torch import nn
 
 from . import _checks
 from .cache import ResultCache
-from .engine import default_batch_size, evaluate, model_device, model_dtype
+from .engine import capture_layer, default_batch_size, evaluate, model_device, model_dtype
 from .metrics import MinMaxNormalizer
 from .sampling import RadialPerturbations
 from .studies import SampleSet, run_units
@@ -101,24 +101,17 @@ def fit_normalizers(model: nn.Module, images: torch.Tensor, feature_layer: str, 
         raise ValueError("fit the normalizers on a batch of at least 2 images (N, C, H, W)")
     device, dtype = model_device(model), model_dtype(model)
     batch_size = batch_size or default_batch_size(tuple(images.shape[1:]), device)
-    module = dict(model.named_modules()).get(feature_layer)
-    if module is None:
-        raise ValueError(f"feature_layer {feature_layer!r} is not a module of the model")
     g_mm, h_mm = MinMaxNormalizer(), MinMaxNormalizer()
     g_z, h_z = ZScoreNormalizer(), ZScoreNormalizer()
     store: list[torch.Tensor] = []
-    handle = module.register_forward_hook(lambda m, i, o: store.append(o.flatten(1)))
     model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, images.shape[0], batch_size):
-                batch = images[start:start + batch_size].to(device=device, dtype=dtype)
-                model(batch)
-                feats = store.pop().cpu()
-                flat = batch.flatten(1).cpu()
-                g_mm.update(feats), h_mm.update(flat), g_z.update(feats), h_z.update(flat)
-    finally:
-        handle.remove()
+    with capture_layer(model, feature_layer, store), torch.inference_mode():
+        for start in range(0, images.shape[0], batch_size):
+            batch = images[start:start + batch_size].to(device=device, dtype=dtype)
+            model(batch)
+            feats = store.pop().cpu()
+            flat = batch.flatten(1).cpu()
+            g_mm.update(feats), h_mm.update(flat), g_z.update(feats), h_z.update(flat)
     ones_out = torch.ones_like(g_mm.scale)
     ones_in = torch.ones_like(h_mm.scale)
     return Normalizers(output_scale={"minmax": g_mm.scale, "raw": ones_out, "zscore": g_z.scale},

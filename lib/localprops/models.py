@@ -217,18 +217,14 @@ class ModelSpec:
 
     def features(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """Flattened output (N, D) of ``feature_layer``, on the CPU, no gradients."""
+        from localprops.engine import capture_layer
+
         images = as_image_batch(images)
-        layer = dict(self.model.named_modules())[self.feature_layer]
         outputs: list[torch.Tensor] = []
-        handle = layer.register_forward_hook(
-            lambda module, args, output: outputs.append(output.detach().flatten(1).cpu()))
-        try:
-            with torch.no_grad():
-                for i in range(0, len(images), batch_size):
-                    self.model(images[i:i + batch_size].to(self.device))
-        finally:
-            handle.remove()
-        return torch.cat(outputs)
+        with capture_layer(self.model, self.feature_layer, outputs), torch.no_grad():
+            for i in range(0, len(images), batch_size):
+                self.model(images[i:i + batch_size].to(self.device))
+        return torch.cat(outputs).cpu()
 
 
 # ------------------------------------------------------------------ helpers

@@ -28,7 +28,7 @@ from torch import nn
 
 from . import _checks
 from .cache import ResultCache
-from .engine import model_device, model_dtype
+from .engine import capture_layer, model_device, model_dtype
 from .mantel import mantel
 from .metrics import pairwise_distances
 from .philox import uniform_rows
@@ -61,15 +61,6 @@ class TopologyStudy:
     skipped: list[str] = field(default_factory=list)
 
 
-def _capture_features(model: nn.Module, layer: str):
-    store: list[torch.Tensor] = []
-    module = dict(model.named_modules()).get(layer)
-    if module is None:
-        raise ValueError(f"feature_layer {layer!r} is not a module of the model")
-    handle = module.register_forward_hook(lambda m, i, o: store.append(o.flatten(1)))
-    return store, handle
-
-
 def features_and_tangents(model: nn.Module, x: torch.Tensor, nu: torch.Tensor,
                           layer: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of ``x + nu`` and the Jacobian-vector products ``J nu`` at ``x``.
@@ -83,16 +74,13 @@ def features_and_tangents(model: nn.Module, x: torch.Tensor, nu: torch.Tensor,
     -------
     (T, F) features of the perturbed images and (T, F) tangents ``J_x nu``.
     """
-    store, handle = _capture_features(model, layer)
-    try:
-        with torch.no_grad():
-            model(x.unsqueeze(0) + nu)
-            with fwad.dual_level():
-                primal = x.unsqueeze(0).expand_as(nu).contiguous()
-                model(fwad.make_dual(primal, nu))
-                tangent = fwad.unpack_dual(store[-1]).tangent
-    finally:
-        handle.remove()
+    store: list[torch.Tensor] = []
+    with capture_layer(model, layer, store, detach=False), torch.no_grad():
+        model(x.unsqueeze(0) + nu)
+        with fwad.dual_level():
+            primal = x.unsqueeze(0).expand_as(nu).contiguous()
+            model(fwad.make_dual(primal, nu))
+            tangent = fwad.unpack_dual(store[-1]).tangent
     if tangent is None:
         tangent = torch.zeros_like(store[0])
     return store[0].detach(), tangent.detach()
