@@ -44,3 +44,16 @@ class TinyConvNet(nn.Module):
 def tiny_net() -> nn.Module:
     torch.manual_seed(0)
     return TinyConvNet().eval()
+
+
+class SmoothNet(nn.Module):
+    """A tiny tanh ConvNet on (3, 6, 6) images: smooth (non-zero Hessian) and
+    sensitive to its input, unlike an untrained ReLU net."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 5, 3, padding=1)
+        self.fc = nn.Linear(5 * 6 * 6, classes)
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.conv(x / 64.0 - 2.0)).flatten(1))

@@ -29,15 +29,20 @@ _RESULT_MODULES = ("philox.py", "_philox_cpu.py", "sampling.py", "engine.py",
                    "models.py", "gtsrb_nets.py", "data.py")
 
 
-def code_version() -> str:
+def code_version(extra: tuple[str, ...] = ()) -> str:
     """A short hash of the source files whose code determines the results.
 
     The model-loading modules are included: a change of preprocessing or
-    normalization changes every score.
+    normalization changes every score. ``extra`` names further modules (files
+    of this package) that a study depends on, e.g. ``("firstorder.py",)``: a
+    change to them invalidates that study's units only, not every chapter's.
     """
     here = Path(__file__).parent
     digest = hashlib.sha256()
-    for name in _RESULT_MODULES:
+    for name in tuple(extra):
+        if not (here / name).is_file():
+            raise ValueError(f"code_version: {name!r} is not a module of localprops")
+    for name in _RESULT_MODULES + tuple(extra):
         path = here / name
         if path.exists():
             digest.update(name.encode())

@@ -1,0 +1,241 @@
+"""Adversarial against random directions: closed forms, an independent library, invariants."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from localprops import attacks
+from localprops.cache import ResultCache
+from localprops.sampling import RadialPerturbations
+from localprops.studies import SampleSet, score_study
+
+from conftest import SmoothNet
+
+
+class Affine(nn.Module):
+    """Logits ``W (x - 128) / 255 + b``: every boundary is a hyperplane."""
+
+    def __init__(self, shape, classes: int, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        d = int(np.prod(shape))
+        self.weight = nn.Parameter(torch.randn(classes, d, generator=g, dtype=torch.float64))
+        self.bias = nn.Parameter(torch.zeros(classes, dtype=torch.float64))
+
+    def forward(self, x):
+        return (x.double().flatten(1) - 128.0) / 255.0 @ self.weight.T + self.bias
+
+
+def images(n=3, shape=(3, 8, 8), seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return (80 + 100 * torch.rand(n, *shape, generator=g, dtype=torch.float64)).to(dtype)
+
+
+def confident(model, x):
+    """The classes the model predicts (the 'true' labels of these tests)."""
+    with torch.no_grad():
+        return model(x).argmax(dim=1)
+
+
+def closed_form_distance(model, x, y, norm):
+    """Distance to the nearest decision hyperplane of an affine model."""
+    w = model.weight.detach() / 255.0
+    with torch.no_grad():
+        z = model(x[None])[0]
+    f = (z - z[y]).numpy()
+    diff = (w - w[y]).numpy()
+    dual = np.linalg.norm(diff, ord=2 if norm == "l2" else 1, axis=1)
+    dist = np.abs(f) / np.where(dual > 0, dual, np.inf)
+    dist[y] = np.inf
+    return dist.min()
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_deepfool_finds_the_nearest_hyperplane(norm):
+    shape = (3, 8, 8)
+    model = Affine(shape, classes=6).eval()
+    x = images(4, shape)
+    y = confident(model, x)
+    out = attacks.deepfool(model, x, y, norm=norm, candidates=5, refine_steps=30)
+    assert out.found.all()
+    expected = [closed_form_distance(model, x[i], int(y[i]), norm) for i in range(4)]
+    np.testing.assert_allclose(out.radius, expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_deepfool_result_is_misclassified_and_of_the_reported_norm(tiny_net, norm):
+    x = images(4, (3, 12, 12), dtype=torch.float32)
+    y = confident(tiny_net, x)
+    out = attacks.deepfool(tiny_net, x, y, norm=norm)
+    assert out.found.all()
+    with torch.no_grad():
+        pred = tiny_net(x + out.perturbations).argmax(dim=1)
+    assert (pred != y).all()
+    np.testing.assert_array_equal(pred.numpy(), out.predictions)
+    flat = out.perturbations.double().flatten(1)
+    size = flat.norm(dim=1) if norm == "l2" else flat.abs().amax(dim=1)
+    np.testing.assert_allclose(size.numpy(), out.radius, rtol=1e-6)
+    # the bisection keeps the boundary within a small step: a bit less is correct again
+    with torch.no_grad():
+        back = tiny_net(x + 0.99 * out.perturbations).argmax(dim=1)
+    assert (back == y).float().mean() >= 0.75
+
+
+def test_deepfool_agrees_with_the_adversarial_robustness_toolbox():
+    """Cross-check against ART's DeepFool (L2, same overshoot, every class)."""
+    art_classifiers = pytest.importorskip("art.estimators.classification")
+    art_evasion = pytest.importorskip("art.attacks.evasion")
+    torch.manual_seed(0)
+    net = SmoothNet(classes=5).eval()
+    x = images(6, (3, 6, 6), dtype=torch.float32)
+    y = confident(net, x)
+    classifier = art_classifiers.PyTorchClassifier(
+        model=net, loss=nn.CrossEntropyLoss(), input_shape=(3, 6, 6), nb_classes=5,
+        clip_values=None, device_type="cpu")
+    art_adv = art_evasion.DeepFool(classifier, max_iter=50, epsilon=0.02, nb_grads=5,
+                                   batch_size=6, verbose=False).generate(x.numpy())
+    art_radius = np.linalg.norm((art_adv - x.numpy()).reshape(6, -1), axis=1)
+    with torch.no_grad():
+        art_wrong = net(torch.as_tensor(art_adv)).argmax(dim=1) != y
+    ours = attacks.deepfool(net, x, y, norm="l2", candidates=4)
+    unrefined = attacks.deepfool(net, x, y, norm="l2", candidates=4, refine_steps=0)
+    assert ours.found.all() and art_wrong.all()
+    # the same algorithm (ours adds DeepFool's 1e-4 to each step): ART's sizes
+    np.testing.assert_allclose(unrefined.radius, art_radius, rtol=0.02)
+    # the bisection only shortens them, by about the overshoot
+    assert (ours.radius <= unrefined.radius * (1 + 1e-6)).all()
+    assert (ours.radius >= unrefined.radius / 1.1).all()
+
+
+def test_binary_linear_model_first_order_step_is_optimal():
+    """For a binary affine model the log-odds is linear: FGSM and PGD reach its minimum."""
+    shape = (3, 6, 6)
+    model = Affine(shape, classes=2, seed=4).eval()
+    x = images(2, shape)
+    y = confident(model, x)
+    w = ((model.weight[1] - model.weight[0]) / 255.0).detach()
+    for norm, dual in (("l2", float(w.norm())), ("linf", float(w.abs().sum()))):
+        radii = np.array([0.5, 3.0])
+        rows, labels = x.repeat_interleave(2, 0), y.repeat_interleave(2)
+        first = attacks.first_order_attack(model, rows, labels, np.tile(radii, 2), norm=norm)
+        pgd = attacks.pgd_attack(model, rows, labels, np.tile(radii, 2), norm=norm, steps=5)
+        with torch.no_grad():
+            z = model(rows)
+        lo = (z[torch.arange(4), labels] - z[torch.arange(4), 1 - labels]).numpy()
+        expected = 1 / (1 + np.exp(-(lo - np.tile(radii, 2) * dual)))
+        np.testing.assert_allclose(first.scores, expected, rtol=1e-9)
+        np.testing.assert_allclose(pgd.scores, expected, rtol=1e-9)
+        np.testing.assert_allclose(first.norms, np.tile(radii, 2), rtol=1e-9)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_pgd_never_above_first_order_nor_random(tiny_net, norm):
+    x = images(3, (3, 12, 12), dtype=torch.float32)
+    y = confident(tiny_net, x)
+    radii = [5.0, 40.0] if norm == "l2" else [1.0, 8.0]
+    rows, labels = x.repeat_interleave(2, 0), y.repeat_interleave(2)
+    first = attacks.first_order_attack(tiny_net, rows, labels, radii * 3, norm=norm)
+    pgd = attacks.pgd_attack(tiny_net, rows, labels, radii * 3, norm=norm, steps=8,
+                             batch_size=4)
+    assert (pgd.scores <= first.scores + 1e-12).all()
+    # norms: on the sphere in L2, inside the box in L-infinity
+    if norm == "l2":
+        np.testing.assert_allclose(pgd.norms, radii * 3, rtol=1e-5)
+    else:
+        assert (pgd.norms <= np.array(radii * 3) * (1 + 1e-6)).all()
+    s = SampleSet(images=x, labels=y.tolist(), seeds=[1, 2, 3], ids=[0, 1, 2])
+    random = score_study(tiny_net, s, radii=radii, T=16, norm=norm, model_name="t",
+                         progress=False)
+    assert (pgd.scores.reshape(3, 2) <= random.scores.min(axis=-1) + 1e-9).all()
+
+
+def test_random_flip_radius_on_a_binary_linear_model():
+    """Along ray d the log-odds is lo + r w.d: it flips at r = lo / (-w.d)."""
+    shape = (3, 6, 6)
+    model = Affine(shape, classes=2, seed=1).eval()
+    x = images(1, shape)[0]
+    y = int(confident(model, x[None])[0])
+    w = ((model.weight[1 - y] - model.weight[y]) / 255.0).detach()
+    with torch.no_grad():
+        z = model(x[None])[0]
+    lo = float(z[y] - z[1 - y])
+    grid, T = [1.0, 2.0], 20
+    radius, censored = attacks.random_flip_radius(model, x, y, seed=7, norm="l2", T=T,
+                                                  radii=grid, cap=1e6, bisect_steps=40)
+    assert not censored
+    # the bracket the search stopped at, and its misclassified rays
+    previous = 0.0
+    for r in attacks.search_radii(grid, 1e6):
+        nu = RadialPerturbations(shape, [r], T, "l2", 7).materialize(dtype=torch.float64)[0]
+        slope = (nu.flatten(1) @ w) / r            # how fast the log-odds falls along d
+        flips = lo / slope
+        hit = (slope > 0) & (flips <= r)
+        if hit.any():                              # bisection on [previous, r]
+            expected = float(flips[hit].clamp_min(previous).min())
+            break
+        previous = r
+    assert radius == pytest.approx(expected, rel=1e-9)
+    adversarial = attacks.deepfool(model, x[None], [y], norm="l2").radius[0]
+    assert adversarial == pytest.approx(lo / float(w.norm()), rel=1e-4)
+    assert adversarial <= radius
+
+
+def test_random_search_reuses_grid_predictions_and_censors(tiny_net):
+    x = images(1, (3, 12, 12), dtype=torch.float32)[0]
+    y = int(confident(tiny_net, x[None])[0])
+    s = SampleSet(images=x[None], labels=[y], seeds=[5], ids=[0])
+    study = score_study(tiny_net, s, radii=[10.0, 100.0], T=8, model_name="t", progress=False)
+    fresh = attacks.random_flip_radius(tiny_net, x, y, seed=5, norm="l2", T=8,
+                                       radii=[10.0, 100.0], cap=1e5)
+    reused = attacks.random_flip_radius(tiny_net, x, y, seed=5, norm="l2", T=8,
+                                        radii=[10.0, 100.0], cap=1e5,
+                                        grid_predictions=study.predictions[0])
+    assert fresh == reused
+    assert attacks.random_flip_radius(tiny_net, x, y, seed=5, norm="l2", T=8, radii=[1e-3],
+                                      cap=2e-3) == (2e-3, True)
+
+
+def test_search_radii():
+    assert attacks.search_radii([1, 5], 30) == [1.0, 5.0, 10.0, 20.0, 30.0]
+    assert attacks.search_radii([1, 5], 4) == [1.0, 5.0]
+    assert attacks.default_cap((3, 4, 4), "linf") == 255.0
+    assert attacks.default_cap((3, 4, 4), "l2") == pytest.approx(255 * np.sqrt(48))
+
+
+def test_attack_study_end_to_end(tiny_net, tmp_path):
+    x = images(2, (3, 12, 12), dtype=torch.float32)
+    y = confident(tiny_net, x).tolist()
+    s = SampleSet(images=x, labels=y, seeds=[3, 4], ids=[10, 11])
+    cache = ResultCache(tmp_path)
+    for norm in ("l2", "linf"):
+        iso = score_study(tiny_net, s, radii=[1.0, 10.0], T=6, norm=norm, model_name="t",
+                          progress=False)
+        study = attacks.attack_study(tiny_net, s, iso, model_name="t", cache=cache,
+                                     progress=False)
+        assert study.pgd.shape == (2, 2) and study.dimension == 3 * 12 * 12
+        assert (study.pgd <= study.first_order + 1e-12).all()
+        assert np.isfinite(study.adversarial_radius).all()
+        assert (study.adversarial_radius <= study.random_radius).all()
+        assert (study.ratio >= 1).all()
+        np.testing.assert_array_equal(study.random_min, iso.scores.min(axis=-1))
+        again = attacks.attack_study(tiny_net, s, iso, model_name="t", cache=cache,
+                                     progress=False)
+        np.testing.assert_array_equal(again.random_radius, study.random_radius)
+    assert cache.hits == 4
+    other = SampleSet(images=x, labels=y, seeds=[3, 4], ids=[10, 12])
+    with pytest.raises(ValueError, match="samples"):
+        attacks.attack_study(tiny_net, other, iso, model_name="t", progress=False)
+
+
+def test_bad_input_is_explained(tiny_net):
+    x = images(2, (3, 12, 12), dtype=torch.float32)
+    with pytest.raises(ValueError, match="radii"):
+        attacks.pgd_attack(tiny_net, x, [0, 1], [1.0, -2.0])
+    with pytest.raises(ValueError, match="norm"):
+        attacks.pgd_attack(tiny_net, x, [0, 1], 1.0, norm="l3")
+    with pytest.raises(ValueError, match="steps"):
+        attacks.pgd_attack(tiny_net, x, [0, 1], 1.0, steps=-1)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        attacks.deepfool(tiny_net, x[0], [0])
