@@ -166,16 +166,14 @@ def test_random_flip_radius_on_a_binary_linear_model():
                                                   radii=grid, cap=1e6, bisect_steps=40)
     assert not censored
     # the bracket the search stopped at, and its misclassified rays
-    previous = 0.0
     for r in attacks.search_radii(grid, 1e6):
         nu = RadialPerturbations(shape, [r], T, "l2", 7).materialize(dtype=torch.float64)[0]
         slope = (nu.flatten(1) @ w) / r            # how fast the log-odds falls along d
         flips = lo / slope
         hit = (slope > 0) & (flips <= r)
-        if hit.any():                              # bisection on [previous, r]
-            expected = float(flips[hit].clamp_min(previous).min())
+        if hit.any():                              # its flipped rays, bisected on [0, r]
+            expected = float(flips[hit].min())
             break
-        previous = r
     assert radius == pytest.approx(expected, rel=1e-9)
     adversarial = attacks.deepfool(model, x[None], [y], norm="l2").radius[0]
     assert adversarial == pytest.approx(lo / float(w.norm()), rel=1e-4)

@@ -273,15 +273,16 @@ def search_radii(grid, cap: float) -> list[float]:
 
 def random_flip_radius(model: nn.Module, x: torch.Tensor, label: int, *, seed: int,
                        norm: str, T: int, radii, cap: float,
-                       grid_predictions: np.ndarray | None = None, bisect_steps: int = 12,
+                       grid_predictions: np.ndarray | None = None, bisect_steps: int = 16,
                        batch_size: int | None = None) -> tuple[float, bool]:
     """Smallest radius at which one of ``T`` random directions misclassifies ``x``.
 
     The radii of :func:`search_radii` are tried in turn with the isotropy
     sampler (eq. 4, this seed); at the first radius ``hi`` where some of the
     ``T`` perturbations misclassify, each misclassified ray ``d = nu / hi`` is
-    bisected on ``[lo, hi]`` (``lo`` the radius before, 0 for the first) and
-    the smallest misclassifying radius is returned. ``grid_predictions``
+    bisected on ``[0, hi]`` and the smallest misclassifying radius is
+    returned. (The sampler draws new directions at every radius, so a ray of
+    ``hi`` may already misclassify below the radius tried before it.) ``grid_predictions``
     (R, T), the isotropy study's predictions at ``radii``, saves evaluating
     the grid again.
 
@@ -293,7 +294,7 @@ def random_flip_radius(model: nn.Module, x: torch.Tensor, label: int, *, seed: i
     norm = _checks.check_norm(norm)
     grid = [float(r) for r in _checks.check_radii(radii)]
     shape = tuple(x.shape)
-    lo, hi, wrong = 0.0, None, None
+    hi, wrong = None, None
     for k, r in enumerate(search_radii(grid, cap)):
         if grid_predictions is not None and k < len(grid) and r == sorted(grid)[k]:
             row = np.asarray(grid_predictions)[grid.index(r)]
@@ -305,12 +306,11 @@ def random_flip_radius(model: nn.Module, x: torch.Tensor, label: int, *, seed: i
         if miss.any():
             hi, wrong = r, miss
             break
-        lo = r
     if hi is None:
         return float(cap), True
     rays = RadialPerturbations(shape, [hi], T, norm, seed).materialize(
         dtype=torch.float64)[0][wrong] / hi
-    low = torch.full((len(rays),), lo, dtype=torch.float64)
+    low = torch.zeros(len(rays), dtype=torch.float64)
     high = torch.full((len(rays),), hi, dtype=torch.float64)
     for _ in range(bisect_steps):
         mid = (low + high) / 2
@@ -367,7 +367,7 @@ def default_cap(image_shape: tuple[int, ...], norm: str) -> float:
 
 def attack_study(model: nn.Module, samples: SampleSet, isotropy: ScoreStudy, *,
                  model_name: str, weights: str = "", pgd_steps: int = 10,
-                 candidates: int = 10, cap: float | None = None, bisect_steps: int = 12,
+                 candidates: int = 10, cap: float | None = None, bisect_steps: int = 16,
                  batch_size: int | None = None, cache: ResultCache | None = None,
                  progress: bool = True) -> AttackStudy:
     """Attacks and random searches around the samples of an isotropy study.

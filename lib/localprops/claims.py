@@ -317,3 +317,100 @@ def frequency_claims(gaps: Mapping[str, Sequence]) -> list[Verdict]:
             "than 5% for every model with a pooling layer, partly if for some",
             _share_verdict([float(v) for v in pool_more]), names))
     return rows
+
+
+# ------------------------------------------------ beyond the paper (chapter 08)
+def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
+                       floors: Mapping[str, float], *, factor: float = 2.0,
+                       at: float = 1.0) -> list[Verdict]:
+    """B1 (the paper's dismissal of a gradient test) and B2 (the linear regime ends in range).
+
+    ``measured`` are isotropy studies and ``studies`` the
+    :class:`localprops.firstorder.FirstOrderStudy` results of the same samples
+    (one norm). A sample agrees at a radius when its predicted range is within
+    ``factor`` of the measured one; radii whose measured range is at or below
+    the model's float32 noise floor say nothing and are passed over.
+    """
+    from .firstorder import linear_regime_end, range_ratios
+
+    if not studies:
+        return []
+    norm = studies[0].norm
+    names = ", ".join(s.model for s in studies)
+    setting = f"{norm} radius, agreement within a factor {factor:g}"
+    shares, ends_in_range, texts_b1, texts_b2 = [], [], [], []
+    for iso, study in zip(measured, studies):
+        ratio = range_ratios(iso, study)
+        valid = np.ptp(iso.scores, axis=-1) > floors.get(study.model, 0.0)
+        k = _radius_index(iso, at)
+        with np.errstate(invalid="ignore"):
+            agree = valid[:, k] & (ratio[:, k] >= 1 / factor) & (ratio[:, k] <= factor)
+        shares.append(float(agree.mean()))
+        end = linear_regime_end(ratio, study.radii, valid, factor)
+        finite = np.isfinite(end)
+        median = float(np.median(end))
+        ends_in_range.append(float(finite.mean()))
+        texts_b1.append(f"{study.model}: {agree.mean():.0%} of {len(agree)} samples "
+                        f"within x{factor:g} at r = {at:g}")
+        texts_b2.append(f"{study.model}: the prediction departs within r <= "
+                        f"{study.radii.max():g} for {finite.mean():.0%} of samples, median "
+                        + (f"r = {median:g}" if np.isfinite(median) else
+                           f"beyond {study.radii.max():g}"))
+    b1 = Verdict(
+        "B1", "a gradient-based test of isotropy (eq. 3) 'might not be promising' (Sec. 2.1)",
+        "; ".join(texts_b1),
+        f"not supported if for every model most samples' first-order predicted range "
+        f"lies within a factor {factor:g} of the measured one at r = {at:g} (the gradient "
+        "predicts the measured anisotropy), partly if for some models, supported if for "
+        "none",
+        {SUPPORTED: NOT_SUPPORTED, NOT_SUPPORTED: SUPPORTED, PARTLY: PARTLY}[
+            _share_verdict(shares)], names, setting)
+    b2 = Verdict(
+        "B2", "(beyond the paper) the first-order model breaks down within the paper's radii",
+        "; ".join(texts_b2),
+        f"supported if for every model most samples' first-order prediction departs by "
+        f"more than a factor {factor:g} at some radius of the grid, partly if for some "
+        "models, not supported if for none",
+        _share_verdict(ends_in_range), names, setting)
+    return [b1, b2]
+
+
+def attack_claims(studies: Sequence, *, factor: float = 4.0) -> list[Verdict]:
+    """B3: random directions need about sqrt(D) times the adversarial radius.
+
+    ``studies`` are :class:`localprops.attacks.AttackStudy` results (one
+    norm). Samples with no random misclassification up to the cap count with
+    their lower bound.
+    """
+    if not studies:
+        return []
+    norm = studies[0].norm
+    names = ", ".join(s.model for s in studies)
+    texts, within, above = [], [], []
+    for study in studies:
+        ratio = float(np.median(study.ratio))
+        root = float(np.sqrt(study.dimension))
+        best = float(np.sqrt(study.dimension / (2 * np.log(study.T))))
+        censored = int(study.random_censored.sum())
+        within.append(float(root / factor <= ratio <= root * factor))
+        above.append(float(np.all(study.ratio >= 1)))
+        texts.append(f"{study.model}: median ratio {ratio:.3g}"
+                     + (f" ({censored} lower bounds)" if censored else "")
+                     + f", sqrt(D) = {root:.3g}, sqrt(D / 2 ln T) = {best:.3g}")
+    b3 = Verdict(
+        "B3", "(Fawzi et al. 2015, 2016, linear classifiers) random noise needs about "
+        "sqrt(D) times the adversarial radius to misclassify",
+        "; ".join(texts),
+        f"supported if every model's median ratio of the smallest misclassifying radius, "
+        f"random (best of T directions) over adversarial (DeepFool), lies within a factor "
+        f"{factor:g} of sqrt(D), partly if for some models, not supported if for none",
+        _share_verdict(within, high=1.0), names, f"{norm} radius")
+    b4 = Verdict(
+        "B4", "(beyond the paper) no random direction misclassifies at a smaller radius "
+        "than the adversarial one",
+        "; ".join(f"{s.model}: {int((s.ratio < 1).sum())} of {len(s.ratio)} samples below 1"
+                  for s in studies),
+        "supported if the ratio is at least 1 for every sample of every model, partly if "
+        "for some models, not supported if for none",
+        _share_verdict(above, high=1.0), names, f"{norm} radius")
+    return [b3, b4]

@@ -352,3 +352,139 @@ def lipschitz_scatter(studies, *, reading: str = "minmax", columns: int = 3) -> 
         ax.legend(fontsize=7)
     fig.colorbar(sc, ax=axes, shrink=0.8, label="log10 radius")
     return fig
+
+
+# ------------------------------------------------ beyond the paper (chapter 08)
+def taylor_vs_measured(measured: Sequence[ScoreStudy], studies: Sequence, *, order: int = 1,
+                       factor: float = 2.0, columns: int = 3) -> plt.Figure:
+    """Predicted against measured score range, one panel per model, log-log.
+
+    ``studies`` are :class:`localprops.firstorder.FirstOrderStudy` results for
+    the same samples as ``measured`` (isotropy studies); one marker per sample
+    and radius, coloured by radius. The diagonal is perfect agreement; the
+    dotted lines bound agreement within ``factor``.
+    """
+    from .firstorder import range_ratios
+
+    if not studies:
+        raise ValueError("no study results to draw")
+    fig, axes = _panel_grid(len(studies), columns, 4.2, 3.8, sharey=False)
+    scatter = None
+    for ax, iso, study in zip(axes.flat, measured, studies):
+        ratio = range_ratios(iso, study, order)
+        radii = study.radii if order == 1 else study.second_radii
+        scores = iso.scores if order == 1 else iso.scores[:, study._second_index,
+                                                          :study.curvatures.shape[-1]]
+        x = np.maximum(np.ptp(scores, axis=-1), _RANGE_FLOOR)
+        y = np.maximum(x * np.nan_to_num(ratio, nan=0.0), _RANGE_FLOOR)
+        colour = np.broadcast_to(np.log10(radii)[None, :], x.shape)
+        scatter = ax.scatter(x.ravel(), y.ravel(), c=colour.ravel(), cmap="plasma", s=14,
+                             linewidths=0.3, edgecolors="k")
+        low, high = min(x.min(), y.min()) / 2, max(x.max(), y.max()) * 2
+        line = np.array([low, high])
+        ax.plot(line, line, c="k", lw=0.8)
+        ax.plot(line, line * factor, c="k", lw=0.6, ls=":")
+        ax.plot(line, line / factor, c="k", lw=0.6, ls=":")
+        ax.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high))
+        ax.set_title(f"{study.model} ({study.norm}, order {order})", fontsize=9)
+        ax.set_xlabel("measured score range")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("predicted score range")
+    if scatter is not None:
+        fig.colorbar(scatter, ax=axes, shrink=0.8, label="log10 radius")
+    return fig
+
+
+def agreement_by_radius(measured: Sequence[ScoreStudy], studies: Sequence,
+                        floors: Mapping[str, float], *, factor: float = 2.0,
+                        ax: plt.Axes | None = None) -> plt.Axes:
+    """Share of samples whose predicted range is within ``factor`` of the measured one.
+
+    Solid lines: first order at every radius; markers: second order at its
+    radii. Radii where the measured range is at or below the model's float32
+    noise floor count as not agreeing: the measurement says nothing there.
+    """
+    from .firstorder import range_ratios
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    for i, (iso, study) in enumerate(zip(measured, studies)):
+        colour = f"C{i % 10}"
+        valid = np.ptp(iso.scores, axis=-1) > floors.get(study.model, 0.0)
+        for order in (1, 2):
+            if order == 2 and not len(study.second_radii):
+                continue
+            ratio = range_ratios(iso, study, order)
+            ok = valid[:, study._second_index] if order == 2 else valid
+            with np.errstate(invalid="ignore"):
+                share = (ok & (ratio >= 1 / factor) & (ratio <= factor)).mean(axis=0)
+            radii = study.radii if order == 1 else study.second_radii
+            ax.plot(radii, share, color=colour, marker="." if order == 1 else "x",
+                    ls="-" if order == 1 else "", ms=4 if order == 1 else 8,
+                    label=f"{study.model}" + (" (second order)" if order == 2 else ""))
+    ax.set_xscale("log")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel(f"radius r ({studies[0].norm})")
+    ax.set_ylabel(f"share of samples within a factor {factor:g}")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def attack_scores(studies: Sequence, *, columns: int = 3) -> plt.Figure:
+    """True-class score against radius: worst of ``T`` random directions, first-order step, PGD.
+
+    ``studies`` are :class:`localprops.attacks.AttackStudy` results; lines are
+    medians over samples, bands the interquartile range.
+    """
+    if not studies:
+        raise ValueError("no study results to draw")
+    fig, axes = _panel_grid(len(studies), columns, 4.4, 3.4)
+    series = (("random_min", "worst of T random", "C0"),
+              ("first_order", "first-order step", "C1"), ("pgd", "PGD", "C3"))
+    for ax, study in zip(axes.flat, studies):
+        for key, label, colour in series:
+            values = getattr(study, key)
+            q25, q50, q75 = np.quantile(values, [0.25, 0.5, 0.75], axis=0)
+            ax.plot(study.radii, q50, color=colour, marker=".", label=label)
+            ax.fill_between(study.radii, q25, q75, color=colour, alpha=0.15)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"{study.model} ({study.norm}, S={len(study.ids)})", fontsize=9)
+        ax.set_xlabel(f"radius r ({study.norm})")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("true-class score")
+    axes.flat[0].legend(fontsize=7, loc="lower left")
+    return fig
+
+
+def radius_ratios(studies: Sequence, *, ax: plt.Axes | None = None) -> plt.Axes:
+    """Random over adversarial smallest misclassifying radius, per model and sample.
+
+    Dots are samples (an upward triangle where no random direction
+    misclassified up to the search cap: a lower bound). The solid segment is
+    sqrt(D), the ratio of a typical random direction for a linear classifier
+    (Fawzi et al.); the dashed one sqrt(D / (2 ln T)), its best of ``T``.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    for i, study in enumerate(studies):
+        ratio = study.ratio
+        x = i + np.linspace(-0.15, 0.15, len(ratio)) if len(ratio) > 1 else np.full(1, i)
+        for censored, marker in ((False, "o"), (True, "^")):
+            mask = study.random_censored == censored
+            if mask.any():
+                ax.scatter(x[mask], ratio[mask], marker=marker, s=18, color=f"C{i % 10}",
+                           edgecolors="k", linewidths=0.3)
+        d = study.dimension
+        ax.hlines(np.sqrt(d), i - 0.3, i + 0.3, colors="k", lw=1.2)
+        ax.hlines(np.sqrt(d / (2 * np.log(study.T))), i - 0.3, i + 0.3, colors="k", lw=1,
+                  ls="--")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(studies)), [f"{s.model}\n({s.norm}, D={s.dimension})"
+                                        for s in studies], fontsize=7)
+    ax.set_ylabel("random / adversarial radius")
+    ax.legend(handles=[Line2D([], [], c="k", label="sqrt(D)"),
+                       Line2D([], [], c="k", ls="--", label="sqrt(D / (2 ln T))"),
+                       Line2D([], [], marker="^", ls="", c="grey",
+                              label="no random flip up to the cap")], fontsize=7)
+    return ax
