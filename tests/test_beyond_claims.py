@@ -27,7 +27,7 @@ def pair(scale_at_large: float, model="m"):
 
 def test_exact_prediction_contradicts_the_dismissal():
     iso, study = pair(scale_at_large=1.0)
-    b1, b2 = claims.first_order_claims([iso], [study], {"m": 1e-9})
+    b1, b2 = claims.first_order_claims([iso], [study], {"m": np.ones((4, 3), bool)})
     assert (b1.claim, b1.verdict) == ("B1", claims.NOT_SUPPORTED)
     assert (b2.claim, b2.verdict) == ("B2", claims.NOT_SUPPORTED)
     assert "beyond 20" in b2.measured
@@ -35,11 +35,11 @@ def test_exact_prediction_contradicts_the_dismissal():
 
 def test_departure_at_large_radius_ends_the_linear_regime():
     iso, study = pair(scale_at_large=10.0)
-    b1, b2 = claims.first_order_claims([iso], [study], {"m": 1e-9})
+    b1, b2 = claims.first_order_claims([iso], [study], {"m": np.ones((4, 3), bool)})
     assert b1.verdict == claims.NOT_SUPPORTED        # still exact at r = 1
     assert b2.verdict == claims.SUPPORTED and "median r = 20" in b2.measured
-    # a floor above every range: nothing measured, so nothing agrees at r = 1
-    b1, _ = claims.first_order_claims([iso], [study], {"m": 1.0})
+    # nothing measurable: nothing agrees at r = 1
+    b1, _ = claims.first_order_claims([iso], [study], {"m": np.zeros((4, 3), bool)})
     assert b1.verdict == claims.SUPPORTED
 
 

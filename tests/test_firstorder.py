@@ -177,3 +177,19 @@ def test_bad_input_is_explained(tiny_net):
                                          progress=False)
     with pytest.raises(ValueError, match="same samples and parameters"):
         firstorder.range_ratios(measured, study)
+
+
+def test_measurable_excludes_rounding_and_the_noise_floor(tiny_net):
+    shape = (3, 12, 12)
+    images = torch.full((2, *shape), 250.0)      # float32 step near 250 is ~1.5e-5
+    s = SampleSet(images=images, labels=[0, 0], seeds=[1, 2], ids=[5, 6])
+    study = score_study(tiny_net, s, radii=[1e-4, 1.0], T=4, model_name="t", progress=False)
+    ok = firstorder.measurable(study, s, floor=0.0)
+    assert ok.shape == (2, 2)
+    assert not ok[:, 0].any()                    # eps in L2: the network sees rounding
+    spread = np.ptp(study.scores, axis=-1)[:, 1]
+    np.testing.assert_array_equal(ok[:, 1], spread > 0)
+    assert not firstorder.measurable(study, s, floor=1.0).any()
+    other = SampleSet(images=images, labels=[0, 0], seeds=[1, 2], ids=[5, 7])
+    with pytest.raises(ValueError, match="not in `samples`"):
+        firstorder.measurable(study, other, floor=0.0)

@@ -321,15 +321,16 @@ def frequency_claims(gaps: Mapping[str, Sequence]) -> list[Verdict]:
 
 # ------------------------------------------------ beyond the paper (chapter 08)
 def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
-                       floors: Mapping[str, float], *, factor: float = 2.0,
+                       valid: Mapping[str, np.ndarray], *, factor: float = 2.0,
                        at: float = 1.0) -> list[Verdict]:
     """B1 (the paper's dismissal of a gradient test) and B2 (the linear regime ends in range).
 
     ``measured`` are isotropy studies and ``studies`` the
     :class:`localprops.firstorder.FirstOrderStudy` results of the same samples
     (one norm). A sample agrees at a radius when its predicted range is within
-    ``factor`` of the measured one; radii whose measured range is at or below
-    the model's float32 noise floor say nothing and are passed over.
+    ``factor`` of the measured one. ``valid`` maps a model to its (S, R) mask
+    of measurable ranges (:func:`localprops.firstorder.measurable`); other
+    (sample, radius) pairs say nothing and are passed over.
     """
     from .firstorder import linear_regime_end, range_ratios
 
@@ -341,12 +342,12 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
     shares, ends_in_range, texts_b1, texts_b2 = [], [], [], []
     for iso, study in zip(measured, studies):
         ratio = range_ratios(iso, study)
-        valid = np.ptp(iso.scores, axis=-1) > floors.get(study.model, 0.0)
+        ok = np.asarray(valid[study.model], bool)
         k = _radius_index(iso, at)
         with np.errstate(invalid="ignore"):
-            agree = valid[:, k] & (ratio[:, k] >= 1 / factor) & (ratio[:, k] <= factor)
+            agree = ok[:, k] & (ratio[:, k] >= 1 / factor) & (ratio[:, k] <= factor)
         shares.append(float(agree.mean()))
-        end = linear_regime_end(ratio, study.radii, valid, factor)
+        end = linear_regime_end(ratio, study.radii, ok, factor)
         finite = np.isfinite(end)
         median = float(np.median(end))
         ends_in_range.append(float(finite.mean()))

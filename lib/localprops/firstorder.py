@@ -32,7 +32,7 @@ from . import _checks
 from .cache import ResultCache, code_version
 from .engine import default_batch_size, model_device, model_dtype
 from .sampling import RadialPerturbations
-from .studies import SampleSet, ScoreStudy, run_units
+from .studies import SampleSet, ScoreStudy, rounding_distortion, run_units
 
 #: modules (besides the shared ones) whose code determines this study's units
 CODE_MODULES = ("firstorder.py",)
@@ -226,12 +226,13 @@ class FirstOrderStudy:
         if order == 2:
             r = self.second_radii[None, :, None]
             t2 = self.curvatures.shape[-1]
-            return (self.clean_scores[:, None, None] + r * self.slopes[:, self._second_index, :t2]
+            return (self.clean_scores[:, None, None] + r * self.slopes[:, self.second_index, :t2]
                     + 0.5 * r ** 2 * self.curvatures)
         raise ValueError(f"order must be 1 or 2, got {order}")
 
     @property
-    def _second_index(self) -> np.ndarray:
+    def second_index(self) -> np.ndarray:
+        """Positions of ``second_radii`` in ``radii``."""
         return np.array([int(np.flatnonzero(np.isclose(self.radii, r))[0])
                          for r in self.second_radii], dtype=int)
 
@@ -310,18 +311,23 @@ def _check_aligned(measured: ScoreStudy, study: FirstOrderStudy) -> None:
             "norm): run both with the same samples and parameters")
 
 
-def range_ratios(measured: ScoreStudy, study: FirstOrderStudy, order: int = 1) -> np.ndarray:
+def range_ratios(measured: ScoreStudy, study: FirstOrderStudy, order: int = 1, *,
+                 second_only: bool = False) -> np.ndarray:
     """Predicted over measured score range, per sample and radius.
 
-    Order 1: (S, R) over all ``T`` directions; order 2: (S, R2) over the first
-    ``T_second`` directions of the second-order radii (the measured range is
-    taken over the same directions).
+    Order 1: (S, R) over all ``T`` directions. Order 2, or order 1 with
+    ``second_only``: (S, R2) over the first ``T_second`` directions of the
+    second-order radii, so the two orders can be compared on the same
+    directions (the measured range is taken over them too).
     """
     _check_aligned(measured, study)
     predicted = study.predicted_scores(order)
     scores = measured.scores
-    if order == 2:
-        scores = scores[:, study._second_index, :predicted.shape[-1]]
+    if order == 2 or second_only:
+        t2 = study.curvatures.shape[-1]
+        scores = scores[:, study.second_index, :t2]
+        if order == 1:
+            predicted = predicted[:, study.second_index, :t2]
     measured_range = np.ptp(scores, axis=-1)
     predicted_range = np.ptp(predicted, axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -355,3 +361,24 @@ def linear_regime_end(ratios: np.ndarray, radii: Sequence[float], valid: np.ndar
         departs = valid & ~((ratios >= 1 / factor) & (ratios <= factor))
     first = np.where(departs.any(axis=1), departs.argmax(axis=1), -1)
     return np.where(first >= 0, radii[np.maximum(first, 0)], np.inf)
+
+
+def measurable(measured: ScoreStudy, samples: SampleSet, floor: float, *,
+               max_rounding: float = 0.1, T: int = 8) -> np.ndarray:
+    """Where a measured score range says something about the network: (S, R) bool.
+
+    A range counts when it lies above the model's float32 noise floor
+    (:func:`localprops.studies.float32_noise_floor`) and when the perturbed
+    image is represented faithfully: the median share of the perturbation lost
+    to float32 rounding of ``x + nu`` (:func:`localprops.studies.rounding_distortion`,
+    ``T`` draws) is at most ``max_rounding``. At the paper's ``eps`` in the
+    L2 reading the network mostly sees rounding, not the perturbation drawn.
+    """
+    position = {int(i): k for k, i in enumerate(samples.ids)}
+    if any(int(i) not in position for i in measured.ids):
+        raise ValueError("the isotropy study holds samples that are not in `samples`")
+    rows = [position[int(i)] for i in measured.ids]
+    distortion = np.stack([rounding_distortion(samples, radius=float(r), T=T,
+                                               norm=measured.norm) for r in measured.radii],
+                          axis=1)[rows]
+    return (np.ptp(measured.scores, axis=-1) > floor) & (distortion <= max_rounding)

@@ -373,7 +373,7 @@ def taylor_vs_measured(measured: Sequence[ScoreStudy], studies: Sequence, *, ord
     for ax, iso, study in zip(axes.flat, measured, studies):
         ratio = range_ratios(iso, study, order)
         radii = study.radii if order == 1 else study.second_radii
-        scores = iso.scores if order == 1 else iso.scores[:, study._second_index,
+        scores = iso.scores if order == 1 else iso.scores[:, study.second_index,
                                                           :study.curvatures.shape[-1]]
         x = np.maximum(np.ptp(scores, axis=-1), _RANGE_FLOOR)
         y = np.maximum(x * np.nan_to_num(ratio, nan=0.0), _RANGE_FLOOR)
@@ -396,13 +396,14 @@ def taylor_vs_measured(measured: Sequence[ScoreStudy], studies: Sequence, *, ord
 
 
 def agreement_by_radius(measured: Sequence[ScoreStudy], studies: Sequence,
-                        floors: Mapping[str, float], *, factor: float = 2.0,
+                        valid: Mapping[str, np.ndarray], *, factor: float = 2.0,
                         ax: plt.Axes | None = None) -> plt.Axes:
     """Share of samples whose predicted range is within ``factor`` of the measured one.
 
     Solid lines: first order at every radius; markers: second order at its
-    radii. Radii where the measured range is at or below the model's float32
-    noise floor count as not agreeing: the measurement says nothing there.
+    radii. ``valid`` maps a model to its (S, R) mask of measurable ranges
+    (:func:`localprops.firstorder.measurable`); elsewhere a sample counts as
+    not agreeing, since the measurement says nothing there.
     """
     from .firstorder import range_ratios
 
@@ -410,12 +411,12 @@ def agreement_by_radius(measured: Sequence[ScoreStudy], studies: Sequence,
         _, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
     for i, (iso, study) in enumerate(zip(measured, studies)):
         colour = f"C{i % 10}"
-        valid = np.ptp(iso.scores, axis=-1) > floors.get(study.model, 0.0)
+        ok_all = np.asarray(valid[study.model], bool)
         for order in (1, 2):
             if order == 2 and not len(study.second_radii):
                 continue
             ratio = range_ratios(iso, study, order)
-            ok = valid[:, study._second_index] if order == 2 else valid
+            ok = ok_all[:, study.second_index] if order == 2 else ok_all
             with np.errstate(invalid="ignore"):
                 share = (ok & (ratio >= 1 / factor) & (ratio <= factor)).mean(axis=0)
             radii = study.radii if order == 1 else study.second_radii
