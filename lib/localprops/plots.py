@@ -432,10 +432,12 @@ def agreement_by_radius(measured: Sequence[ScoreStudy], studies: Sequence,
 
 
 def attack_scores(studies: Sequence, *, columns: int = 3) -> plt.Figure:
-    """True-class score against radius: worst of ``T`` random directions, first-order step, PGD.
+    """How far the score falls: worst of ``T`` random directions, first-order step, PGD.
 
-    ``studies`` are :class:`localprops.attacks.AttackStudy` results; lines are
-    medians over samples, bands the interquartile range.
+    ``studies`` are :class:`localprops.attacks.AttackStudy` results. The y
+    axis is ``1 - s`` on a log scale (``s`` the true-class score), so both a
+    fall from 0.9999 to 0.999 and one to 0 are visible; lines are medians over
+    samples, bands the interquartile range.
     """
     if not studies:
         raise ValueError("no study results to draw")
@@ -444,17 +446,17 @@ def attack_scores(studies: Sequence, *, columns: int = 3) -> plt.Figure:
               ("first_order", "first-order step", "C1"), ("pgd", "PGD", "C3"))
     for ax, study in zip(axes.flat, studies):
         for key, label, colour in series:
-            values = getattr(study, key)
-            q25, q50, q75 = np.quantile(values, [0.25, 0.5, 0.75], axis=0)
+            drop = np.maximum(1.0 - getattr(study, key), _RANGE_FLOOR)
+            q25, q50, q75 = np.quantile(drop, [0.25, 0.5, 0.75], axis=0)
             ax.plot(study.radii, q50, color=colour, marker=".", label=label)
             ax.fill_between(study.radii, q25, q75, color=colour, alpha=0.15)
-        ax.set_xscale("log")
-        ax.set_ylim(-0.03, 1.03)
+        ax.set(xscale="log", yscale="log")
+        ax.axhline(0.5, color="0.5", lw=0.6, ls=":")
         ax.set_title(f"{study.model} ({study.norm}, S={len(study.ids)})", fontsize=9)
         ax.set_xlabel(f"radius r ({study.norm})")
     for ax in axes[:, 0]:
-        ax.set_ylabel("true-class score")
-    axes.flat[0].legend(fontsize=7, loc="lower left")
+        ax.set_ylabel("1 - true-class score")
+    axes.flat[0].legend(fontsize=7, loc="upper left")
     return fig
 
 
@@ -487,5 +489,6 @@ def radius_ratios(studies: Sequence, *, ax: plt.Axes | None = None) -> plt.Axes:
     ax.legend(handles=[Line2D([], [], c="k", label="sqrt(D)"),
                        Line2D([], [], c="k", ls="--", label="sqrt(D / (2 ln T))"),
                        Line2D([], [], marker="^", ls="", c="grey",
-                              label="no random flip up to the cap")], fontsize=7)
+                              label="no random flip up to the cap")], fontsize=7,
+              loc="lower right")
     return ax
