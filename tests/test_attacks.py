@@ -237,3 +237,21 @@ def test_bad_input_is_explained(tiny_net):
         attacks.pgd_attack(tiny_net, x, [0, 1], 1.0, steps=-1)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         attacks.deepfool(tiny_net, x[0], [0])
+
+
+def test_gradients_and_attacks_agree_on_cuda(tiny_net, cuda_device):
+    from localprops import firstorder
+
+    x = images(3, (3, 12, 12), dtype=torch.float32)
+    y = confident(tiny_net, x)
+    cpu = firstorder.gradients(tiny_net, x, y)
+    fool_cpu = attacks.deepfool(tiny_net, x, y, norm="linf")
+    pgd_cpu = attacks.pgd_attack(tiny_net, x, y, 20.0, steps=3)
+    net = tiny_net.to(cuda_device)
+    gpu = firstorder.gradients(net, x, y)
+    torch.testing.assert_close(gpu.log_odds_grad, cpu.log_odds_grad, rtol=1e-3, atol=1e-7)
+    fool = attacks.deepfool(net, x, y, norm="linf")
+    assert fool.found.all()
+    np.testing.assert_allclose(fool.radius, fool_cpu.radius, rtol=1e-2)
+    np.testing.assert_allclose(attacks.pgd_attack(net, x, y, 20.0, steps=3).scores,
+                               pgd_cpu.scores, rtol=1e-3, atol=1e-6)
