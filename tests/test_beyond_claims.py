@@ -41,6 +41,12 @@ def test_departure_at_large_radius_ends_the_linear_regime():
     # nothing measurable: nothing agrees at r = 1
     b1, _ = claims.first_order_claims([iso], [study], {"m": np.zeros((4, 3), bool)})
     assert b1.verdict == claims.SUPPORTED
+    # shares are over measurable samples: one measurable sample that agrees is enough
+    mask = np.zeros((4, 3), bool)
+    mask[0] = True
+    b1, b2 = claims.first_order_claims([iso], [study], {"m": mask})
+    assert b1.verdict == claims.NOT_SUPPORTED and "1 of 1 measurable" in b1.measured
+    assert b2.verdict == claims.SUPPORTED and "1 of 1 measurable" in b2.measured
 
 
 def attack(ratio, d=10_000, censored=None):

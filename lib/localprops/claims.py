@@ -330,7 +330,8 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
     (one norm). A sample agrees at a radius when its predicted range is within
     ``factor`` of the measured one. ``valid`` maps a model to its (S, R) mask
     of measurable ranges (:func:`localprops.firstorder.measurable`); other
-    (sample, radius) pairs say nothing and are passed over.
+    (sample, radius) pairs say nothing and are left out of the shares (a
+    model with no measurable sample counts as not agreeing).
     """
     from .firstorder import linear_regime_end, range_ratios
 
@@ -346,22 +347,25 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
         k = _radius_index(iso, at)
         with np.errstate(invalid="ignore"):
             agree = ok[:, k] & (ratio[:, k] >= 1 / factor) & (ratio[:, k] <= factor)
-        shares.append(float(agree.mean()))
-        end = linear_regime_end(ratio, study.radii, ok, factor)
-        finite = np.isfinite(end)
-        median = float(np.median(end))
-        ends_in_range.append(float(finite.mean()))
-        texts_b1.append(f"{study.model}: {agree.mean():.0%} of {len(agree)} samples "
-                        f"within x{factor:g} at r = {at:g}")
+        counted = int(ok[:, k].sum())
+        shares.append(agree.sum() / counted if counted else 0.0)
+        seen = ok.any(axis=1)                  # samples with any measurable radius
+        end = linear_regime_end(ratio, study.radii, ok, factor)[seen]
+        ends_in_range.append(float(np.isfinite(end).mean()) if seen.any() else 0.0)
+        median = (float(np.quantile(end, 0.5, method="inverted_cdf")) if seen.any()
+                  else float("nan"))
+        texts_b1.append(f"{study.model}: {int(agree.sum())} of {counted} measurable samples "
+                        f"(of {len(agree)}) within x{factor:g} at r = {at:g}")
         texts_b2.append(f"{study.model}: the prediction departs within r <= "
-                        f"{study.radii.max():g} for {finite.mean():.0%} of samples, median "
+                        f"{study.radii.max():g} for {int(np.isfinite(end).sum())} of "
+                        f"{len(end)} measurable samples, median "
                         + (f"r = {median:g}" if np.isfinite(median) else
                            f"beyond {study.radii.max():g}"))
     b1 = Verdict(
         "B1", "a gradient-based test of isotropy (eq. 3) 'might not be promising' (Sec. 2.1)",
         "; ".join(texts_b1),
-        f"not supported if for every model most samples' first-order predicted range "
-        f"lies within a factor {factor:g} of the measured one at r = {at:g} (the gradient "
+        f"not supported if for every model most measurable samples' first-order predicted "
+        f"range lies within a factor {factor:g} of the measured one at r = {at:g} (the gradient "
         "predicts the measured anisotropy), partly if for some models, supported if for "
         "none",
         {SUPPORTED: NOT_SUPPORTED, NOT_SUPPORTED: SUPPORTED, PARTLY: PARTLY}[
@@ -369,7 +373,7 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
     b2 = Verdict(
         "B2", "(beyond the paper) the first-order model breaks down within the paper's radii",
         "; ".join(texts_b2),
-        f"supported if for every model most samples' first-order prediction departs by "
+        f"supported if for every model most measurable samples' first-order prediction departs by "
         f"more than a factor {factor:g} at some radius of the grid, partly if for some "
         "models, not supported if for none",
         _share_verdict(ends_in_range), names, setting)

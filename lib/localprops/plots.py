@@ -398,12 +398,12 @@ def taylor_vs_measured(measured: Sequence[ScoreStudy], studies: Sequence, *, ord
 def agreement_by_radius(measured: Sequence[ScoreStudy], studies: Sequence,
                         valid: Mapping[str, np.ndarray], *, factor: float = 2.0,
                         ax: plt.Axes | None = None) -> plt.Axes:
-    """Share of samples whose predicted range is within ``factor`` of the measured one.
+    """Share of measurable samples whose predicted range is within ``factor`` of the measured one.
 
     Solid lines: first order at every radius; markers: second order at its
     radii. ``valid`` maps a model to its (S, R) mask of measurable ranges
-    (:func:`localprops.firstorder.measurable`); elsewhere a sample counts as
-    not agreeing, since the measurement says nothing there.
+    (:func:`localprops.firstorder.measurable`); the share at a radius is over
+    the samples measurable there (no point where there is none).
     """
     from .firstorder import range_ratios
 
@@ -418,7 +418,9 @@ def agreement_by_radius(measured: Sequence[ScoreStudy], studies: Sequence,
             ratio = range_ratios(iso, study, order)
             ok = ok_all[:, study.second_index] if order == 2 else ok_all
             with np.errstate(invalid="ignore"):
-                share = (ok & (ratio >= 1 / factor) & (ratio <= factor)).mean(axis=0)
+                agree = (ok & (ratio >= 1 / factor) & (ratio <= factor)).sum(axis=0)
+                share = np.where(ok.any(axis=0), agree / np.maximum(ok.sum(axis=0), 1),
+                                 np.nan)
             radii = study.radii if order == 1 else study.second_radii
             ax.plot(radii, share, color=colour, marker="." if order == 1 else "x",
                     ls="-" if order == 1 else "", ms=4 if order == 1 else 8,
@@ -426,7 +428,7 @@ def agreement_by_radius(measured: Sequence[ScoreStudy], studies: Sequence,
     ax.set_xscale("log")
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel(f"radius r ({studies[0].norm})")
-    ax.set_ylabel(f"share of samples within a factor {factor:g}")
+    ax.set_ylabel(f"share of measurable samples within x{factor:g}")
     ax.legend(fontsize=7)
     return ax
 
