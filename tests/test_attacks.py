@@ -197,7 +197,8 @@ def test_random_search_reuses_grid_predictions_and_censors(tiny_net):
 
 def test_search_radii():
     assert attacks.search_radii([1, 5], 30) == [1.0, 5.0, 10.0, 20.0, 30.0]
-    assert attacks.search_radii([1, 5], 4) == [1.0, 5.0]
+    assert attacks.search_radii([1, 5], 4) == [1.0, 2.0, 4.0]     # never beyond the cap
+    assert attacks.search_radii([5, 10], 3) == [3.0]
     assert attacks.default_cap((3, 4, 4), "linf") == 255.0
     assert attacks.default_cap((3, 4, 4), "l2") == pytest.approx(255 * np.sqrt(48))
 
@@ -239,10 +240,21 @@ def test_bad_input_is_explained(tiny_net):
         attacks.deepfool(tiny_net, x[0], [0])
 
 
-def test_gradients_and_attacks_agree_on_cuda(tiny_net, cuda_device):
+@pytest.fixture
+def no_tf32():
+    """IEEE float32 on the GPU: TF32 convolutions would change the numbers compared."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_gradients_and_attacks_agree_on_cuda(tiny_net, cuda_device, no_tf32):
     from localprops import firstorder
 
     x = images(3, (3, 12, 12), dtype=torch.float32)
+    directions = torch.randn(4, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    curv_cpu = firstorder.directional_curvatures(tiny_net, x[0], 0, directions)
     y = confident(tiny_net, x)
     cpu = firstorder.gradients(tiny_net, x, y)
     fool_cpu = attacks.deepfool(tiny_net, x, y, norm="linf")
@@ -255,3 +267,74 @@ def test_gradients_and_attacks_agree_on_cuda(tiny_net, cuda_device):
     np.testing.assert_allclose(fool.radius, fool_cpu.radius, rtol=1e-2)
     np.testing.assert_allclose(attacks.pgd_attack(net, x, y, 20.0, steps=3).scores,
                                pgd_cpu.scores, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(firstorder.directional_curvatures(net, x[0], 0, directions),
+                               curv_cpu, rtol=1e-3, atol=1e-12)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_pgd_radius_is_the_closed_form_for_a_binary_linear_model(norm):
+    shape = (3, 6, 6)
+    model = Affine(shape, classes=2, seed=4).eval()
+    x = images(3, shape)
+    y = confident(model, x)
+    w = ((model.weight[1] - model.weight[0]) / 255.0).detach()
+    with torch.no_grad():
+        z = model(x)
+    lo = (z[torch.arange(3), y] - z[torch.arange(3), 1 - y]).numpy()
+    dual = float(w.norm()) if norm == "l2" else float(w.abs().sum())
+    exact = np.abs(lo) / dual
+    found = attacks.pgd_radius(model, x, y, 2 * exact, norm=norm, steps=2, bisect_steps=30)
+    np.testing.assert_allclose(found, exact, rtol=1e-6)
+    # not enough radius: nothing found
+    assert np.isinf(attacks.pgd_radius(model, x, y, exact / 2, norm=norm, steps=2)).all()
+    pgd = attacks.pgd_attack(model, x, y, 1.01 * exact, norm=norm, steps=2)
+    assert pgd.misclassified.all() and (pgd.predictions != y.numpy()).all()
+    np.testing.assert_allclose(pgd.drops, 1 - pgd.scores, rtol=1e-9)
+
+
+def test_linf_deepfool_and_pgd_radius_on_a_nonlinear_net():
+    """Both are upper bounds; each result is misclassified at its radius."""
+    torch.manual_seed(0)
+    net = SmoothNet(classes=5).eval()
+    x = images(6, (3, 6, 6), dtype=torch.float32)
+    y = confident(net, x)
+    fool = attacks.deepfool(net, x, y, norm="linf")
+    by_pgd = attacks.pgd_radius(net, x, y, fool.radius, norm="linf", steps=10)
+    assert fool.found.all() and np.isfinite(by_pgd).all()
+    assert (by_pgd <= fool.radius * (1 + 1e-9)).all()
+    again = attacks.pgd_attack(net, x, y, by_pgd, norm="linf", steps=10, objective="margin")
+    assert again.misclassified.all()
+
+
+def test_expected_max_normal():
+    assert attacks.expected_max_normal(1) == pytest.approx(0.0, abs=1e-9)
+    assert attacks.expected_max_normal(2) == pytest.approx(1 / np.sqrt(np.pi), rel=1e-7)
+    draws = np.random.default_rng(0).standard_normal((20000, 50)).max(axis=1)
+    assert attacks.expected_max_normal(50) == pytest.approx(draws.mean(), rel=0.01)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_linear_ratio_matches_the_sampler(norm):
+    """Best of T random rays against the adversarial radius, for a linear log-odds."""
+    shape, T = (3, 16, 16), 50
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(int(np.prod(shape)), generator=g, dtype=torch.float64) ** 3
+    dual = float(w.norm()) if norm == "l2" else float(w.abs().sum())
+    ratios = []
+    for seed in range(300):
+        nu = RadialPerturbations(shape, [1.0], T, norm, seed).materialize(
+            dtype=torch.float64)[0].flatten(1)
+        fall = nu @ w                                  # log-odds fall per unit radius
+        ratios.append(dual / float(fall.max()))        # (l / max fall) / (l / dual)
+    predicted = attacks.linear_ratio(norm, int(np.prod(shape)),
+                                     float(w.abs().sum() / w.norm()), T)
+    assert np.median(ratios) == pytest.approx(float(predicted), rel=0.08)
+
+
+def test_ratio_is_nan_where_no_adversarial_point_was_found():
+    study = attacks.AttackStudy(
+        "m", "l2", np.array([1.0]), np.arange(2), 48, 10, 100.0, np.zeros((2, 1)),
+        np.zeros((2, 1)), np.zeros((2, 1), bool), np.ones((2, 1)), np.array([4.0, np.inf]),
+        np.array([2.0, np.inf]), np.array([40.0, 50.0]), np.zeros(2, bool), np.ones(2))
+    np.testing.assert_array_equal(study.adversarial_radius, [2.0, np.inf])
+    np.testing.assert_array_equal(study.ratio, [20.0, np.nan])

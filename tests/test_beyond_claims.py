@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from localprops import claims
+from localprops import attacks
 from localprops.attacks import AttackStudy
 from localprops.firstorder import FirstOrderStudy
 from localprops.studies import ScoreStudy
@@ -21,7 +23,7 @@ def pair(scale_at_large: float, model="m"):
     iso = ScoreStudy(model, "isotropy", "l2", radii, np.arange(4), np.zeros(4, int),
                      measured, np.zeros((4, 3, 5), np.int16))
     study = FirstOrderStudy(model, "l2", radii, np.array([]), np.arange(4), np.zeros(4, int),
-                            clean, slopes, np.zeros((4, 0, 0)), np.ones(4), np.ones(4))
+                            np.log(clean / (1 - clean)), slopes, np.zeros((4, 0, 0)), np.ones(4), np.ones(4))
     return iso, study
 
 
@@ -30,14 +32,14 @@ def test_exact_prediction_contradicts_the_dismissal():
     b1, b2 = claims.first_order_claims([iso], [study], {"m": np.ones((4, 3), bool)})
     assert (b1.claim, b1.verdict) == ("B1", claims.NOT_SUPPORTED)
     assert (b2.claim, b2.verdict) == ("B2", claims.NOT_SUPPORTED)
-    assert "beyond 20" in b2.measured
+    assert "score model 0 of 4, median none" in b2.measured
 
 
 def test_departure_at_large_radius_ends_the_linear_regime():
     iso, study = pair(scale_at_large=10.0)
     b1, b2 = claims.first_order_claims([iso], [study], {"m": np.ones((4, 3), bool)})
     assert b1.verdict == claims.NOT_SUPPORTED        # still exact at r = 1
-    assert b2.verdict == claims.SUPPORTED and "median r = 20" in b2.measured
+    assert b2.verdict == claims.SUPPORTED and "score model 4 of 4, median r = 20" in b2.measured
     # nothing measurable: nothing agrees at r = 1
     b1, _ = claims.first_order_claims([iso], [study], {"m": np.zeros((4, 3), bool)})
     assert b1.verdict == claims.SUPPORTED
@@ -46,23 +48,34 @@ def test_departure_at_large_radius_ends_the_linear_regime():
     mask[0] = True
     b1, b2 = claims.first_order_claims([iso], [study], {"m": mask})
     assert b1.verdict == claims.NOT_SUPPORTED and "1 of 1 measurable" in b1.measured
-    assert b2.verdict == claims.SUPPORTED and "1 of 1 measurable" in b2.measured
+    assert b2.verdict == claims.SUPPORTED and "score model 1 of 1" in b2.measured
 
 
-def attack(ratio, d=10_000, censored=None):
+def attack(ratio, d=10_000, censored=None, l1_over_l2=None):
+    """An AttackStudy with adversarial radius 1 and the given random radii."""
     n = len(ratio)
+    l1 = np.full(n, 80.0) if l1_over_l2 is None else np.asarray(l1_over_l2, float)
     return AttackStudy("m", "l2", np.array([1.0]), np.arange(n), d, 50, 1e5,
                        np.ones((n, 1)), np.ones((n, 1)), np.zeros((n, 1), bool),
-                       np.ones((n, 1)), np.ones(n), np.asarray(ratio, float),
-                       np.zeros(n, bool) if censored is None else np.asarray(censored))
+                       np.ones((n, 1)), np.ones(n), np.ones(n), np.asarray(ratio, float),
+                       np.zeros(n, bool) if censored is None else np.asarray(censored), l1)
 
 
 def test_ratio_rules():
-    b3, b4 = claims.attack_claims([attack([90, 100, 120])])
+    best = float(attacks.linear_ratio("l2", 10_000, T=50))     # 100 / 2.25 = 44.5
+    assert best == pytest.approx(100 / attacks.expected_max_normal(50))
+    b3, b4 = claims.attack_claims([attack([0.9 * best, best, 1.2 * best])])
     assert b3.verdict == claims.SUPPORTED and b4.verdict == claims.SUPPORTED
+    # the typical-direction value sqrt(D) = 100 is more than a factor 2 from best of T
+    b3, _ = claims.attack_claims([attack([100, 110, 120])])
+    assert b3.verdict == claims.NOT_SUPPORTED
     b3, b4 = claims.attack_claims([attack([2, 3, 0.5])])
     assert b3.verdict == claims.NOT_SUPPORTED and b4.verdict == claims.NOT_SUPPORTED
-    b3, _ = claims.attack_claims([attack([90, 100, 120]), attack([1, 2, 3])])
+    b3, _ = claims.attack_claims([attack([best] * 3), attack([1, 2, 3])])
     assert b3.verdict == claims.PARTLY
-    b3, _ = claims.attack_claims([attack([90, 100, 120], censored=[False, True, True])])
+    b3, _ = claims.attack_claims([attack([best] * 3, censored=[False, True, True])])
     assert "2 lower bounds" in b3.measured
+    failed = attack([best, best, best])
+    failed.deepfool_radius[0] = failed.pgd_radius[0] = np.inf
+    b3, b4 = claims.attack_claims([failed])
+    assert "1 without an adversarial point" in b3.measured and b4.verdict == claims.SUPPORTED

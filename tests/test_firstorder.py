@@ -107,15 +107,16 @@ def test_curvature_matches_second_differences():
     assert np.abs(curv).max() > 0
 
 
-def test_first_order_prediction_is_exact_for_a_linear_score(tmp_path):
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_first_order_prediction_is_exact_for_a_linear_score(tmp_path, norm):
     shape = (3, 6, 6)
     model = LinearScore(shape).eval()
     s = samples(n=2, shape=shape)
     radii, T = [0.5, 1.0, 4.0], 6
-    measured = score_study(model, s, radii=radii, T=T, norm="l2", model_name="lin",
+    measured = score_study(model, s, radii=radii, T=T, norm=norm, model_name="lin",
                            progress=False)
     cache = ResultCache(tmp_path)
-    study = firstorder.first_order_study(model, s, radii=radii, T=T, norm="l2",
+    study = firstorder.first_order_study(model, s, radii=radii, T=T, norm=norm,
                                          second_radii=[4.0], T_second=4, model_name="lin",
                                          cache=cache, progress=False)
     np.testing.assert_allclose(study.predicted_scores(1), measured.scores, rtol=0, atol=1e-10)
@@ -125,7 +126,9 @@ def test_first_order_prediction_is_exact_for_a_linear_score(tmp_path):
                                rtol=1e-6)
     np.testing.assert_allclose(study.gradient_l2, float(model.w.norm()), rtol=1e-10)
     np.testing.assert_allclose(study.gradient_l1, float(model.w.abs().sum()), rtol=1e-10)
-    again = firstorder.first_order_study(model, s, radii=radii, T=T, norm="l2",
+    np.testing.assert_allclose(firstorder.range_ratios(measured, study, second_only=True),
+                               1.0, rtol=1e-6)
+    again = firstorder.first_order_study(model, s, radii=radii, T=T, norm=norm,
                                          second_radii=[4.0], T_second=4, model_name="lin",
                                          cache=cache, progress=False)
     assert cache.hits == 2
@@ -193,3 +196,36 @@ def test_measurable_excludes_rounding_and_the_noise_floor(tiny_net):
     other = SampleSet(images=images, labels=[0, 0], seeds=[1, 2], ids=[5, 7])
     with pytest.raises(ValueError, match="not in `samples`"):
         firstorder.measurable(study, other, floor=0.0)
+
+
+class LinearLogOdds(nn.Module):
+    """Two classes with logits ``0`` and ``w . (x - 128)``: the log-odds is linear."""
+
+    def __init__(self, shape) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(8)
+        self.w = nn.Parameter(0.01 * torch.randn(int(np.prod(shape)), generator=g,
+                                                 dtype=torch.float64), requires_grad=False)
+
+    def forward(self, x):
+        z = (x.double().flatten(1) - 128.0) @ self.w
+        return torch.stack([z, torch.zeros_like(z)], dim=1)
+
+
+def test_log_odds_model_is_exact_where_the_score_model_saturates():
+    shape = (3, 6, 6)
+    model = LinearLogOdds(shape).eval()
+    s = samples(n=2, shape=shape)
+    labels = [int(model(s.images[i][None]).argmax()) for i in range(2)]
+    s = SampleSet(images=s.images, labels=labels, seeds=s.seeds, ids=s.ids)
+    radii, T = [1.0, 50.0], 8
+    measured = score_study(model, s, radii=radii, T=T, model_name="lo", progress=False)
+    study = firstorder.first_order_study(model, s, radii=radii, T=T, model_name="lo",
+                                         progress=False)
+    np.testing.assert_allclose(study.predicted_scores(1, through_log_odds=True),
+                               measured.scores, rtol=1e-9, atol=1e-15)
+    ratio = firstorder.range_ratios(measured, study, through_log_odds=True)
+    np.testing.assert_allclose(ratio, 1.0, rtol=1e-6)
+    assert np.abs(firstorder.range_ratios(measured, study)[:, 1] - 1).max() > 0.01
+    with pytest.raises(ValueError, match="first order only"):
+        study.predicted_scores(2, through_log_odds=True)

@@ -12,10 +12,15 @@ at the same radius:
   to the same L2 sphere or L-infinity box of radius ``r`` (Madry et al.).
 - :func:`deepfool`: the smallest misclassifying perturbation found by
   DeepFool (Moosavi-Dezfooli et al.) in L2 or L-infinity, refined by a
-  bisection along its direction.
-- :func:`random_flip_radius`: the smallest radius at which any of the ``T``
+  bisection along its direction; :func:`pgd_radius`: the smallest radius at
+  which PGD misclassifies, by bisection. Both are upper bounds on the true
+  smallest radius; the study keeps the smaller.
+- :func:`random_flip_radius`: the smallest radius at which one of the ``T``
   random directions of the isotropy sampler misclassifies, refined by
-  bisection along the misclassified rays.
+  bisection along the misclassified rays (also an upper bound: a bisection
+  finds a crossing of the boundary on a ray, not necessarily the first).
+- :func:`linear_ratio`: what a linear classifier predicts for the ratio of the
+  two radii, for this sampler and norm.
 
 Images are not clipped to [0, 255], exactly as in the isotropy study, so the
 random and adversarial perturbations are compared on the same footing. All
@@ -32,7 +37,7 @@ from torch import nn
 from . import _checks
 from .cache import ResultCache, code_version
 from .engine import evaluate, model_device, model_dtype
-from .firstorder import _labels, _rows, gradient_batch_size, true_class_log_odds
+from .firstorder import _labels, _rows, gradient_batch_size, gradients, true_class_log_odds
 from .sampling import RadialPerturbations
 from .studies import SampleSet, ScoreStudy, run_units
 
@@ -64,22 +69,48 @@ def _project(delta: torch.Tensor, radius: torch.Tensor, norm: str) -> torch.Tens
     return torch.maximum(torch.minimum(delta, r), -r)
 
 
-def _log_odds_and_grad(model, x, labels):
+OBJECTIVES = ("log_odds", "margin")
+
+
+def _objective_and_grad(model, x, labels, objective):
+    """The objective to lower, its input gradient, the log-odds and the prediction.
+
+    ``log_odds``: the true-class log-odds (lowers the true-class score);
+    ``margin``: ``z_y - max_{k != y} z_k`` (aims at a class change: in a
+    multiclass problem the log-odds can be negative while ``y`` still wins).
+    """
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = model(x)
         lo = true_class_log_odds(logits, labels)
-        (grad,) = torch.autograd.grad(lo.sum(), x)
-    return lo.detach(), grad.detach(), logits.detach().argmax(dim=1)
+        if objective == "margin":
+            z = logits.double()
+            index = labels.reshape(-1, 1)
+            value = z.gather(1, index)[:, 0] - z.scatter(1, index, float("-inf")).amax(dim=1)
+        else:
+            value = lo
+        (grad,) = torch.autograd.grad(value.sum(), x)
+    return value.detach(), grad.detach(), lo.detach(), logits.detach().argmax(dim=1)
 
 
 @dataclass
 class AttackResult:
-    """Scores reached at given radii: the lowest true-class probability found."""
+    """What an attack reached at given radii: the lowest true-class log-odds found."""
 
-    scores: np.ndarray          # (N,) float64
+    log_odds: np.ndarray        # (N,) float64, lowest true-class log-odds
     predictions: np.ndarray     # (N,) predicted class at that point
-    norms: np.ndarray           # (N,) norm of the perturbation used
+    misclassified: np.ndarray   # (N,) bool: some iterate was misclassified
+    norms: np.ndarray           # (N,) norm of the perturbation at the lowest point
+
+    @property
+    def scores(self) -> np.ndarray:
+        """True-class probability ``sigmoid(log_odds)`` at the lowest point."""
+        return 1.0 / (1.0 + np.exp(-self.log_odds))
+
+    @property
+    def drops(self) -> np.ndarray:
+        """``1 - s`` computed as ``sigmoid(-log_odds)``: exact where ``s`` rounds to 1."""
+        return 1.0 / (1.0 + np.exp(self.log_odds))
 
 
 def _prepare(model, images, labels, radii, norm):
@@ -108,7 +139,7 @@ def first_order_attack(model: nn.Module, images: torch.Tensor, labels, radii, *,
 
 
 def pgd_attack(model: nn.Module, images: torch.Tensor, labels, radii, *, norm: str = "l2",
-               steps: int = 10, step_size: float = 0.25,
+               steps: int = 10, step_size: float = 0.25, objective: str = "log_odds",
                batch_size: int | None = None) -> AttackResult:
     """Lowest true-class score found by projected gradient descent at radius ``r``.
 
@@ -116,45 +147,56 @@ def pgd_attack(model: nn.Module, images: torch.Tensor, labels, radii, *, norm: s
     then ``steps`` steps of length ``step_size * r`` along the steepest
     descent direction of the log-odds, each projected back onto the L2
     sphere or into the L-infinity box of radius ``r``. The best iterate is
-    kept, so the result is never worse than the first-order point.
+    kept, so the result is never worse than the first-order point; an image
+    counts as misclassified when any iterate is (in a multiclass problem a
+    negative log-odds does not imply a wrong class, nor the reverse).
 
     Parameters
     ----------
     images : (N, C, H, W); labels : (N,) or one int; radii : (N,) or one value.
     steps : 0 gives the first-order point alone.
+    objective : ``"log_odds"`` (lower the true-class score) or ``"margin"``
+        (aim at a class change), see :data:`OBJECTIVES`.
     """
     norm, device, dtype, radii, labels = _prepare(model, images, labels, radii, norm)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     size = batch_size or gradient_batch_size(tuple(images.shape[1:]), device)
     was_training = model.training
     model.eval()
-    scores, predictions, norms = [], [], []
+    values, predictions, wrong, norms = [], [], [], []
     try:
         for start, stop in _rows(len(images), size):
             x = images[start:stop].to(device=device, dtype=dtype)
             y, r = labels[start:stop], radii[start:stop]
-            _, grad, _ = _log_odds_and_grad(model, x, y)
+            _, grad, _, _ = _objective_and_grad(model, x, y, objective)
             delta = _project(-_steepest(grad, norm) * _expand(r, grad), r, norm)
-            best_lo = torch.full((len(x),), float("inf"), dtype=torch.float64, device=device)
+            best = torch.full((len(x),), float("inf"), dtype=torch.float64, device=device)
+            best_lo = torch.zeros(len(x), dtype=torch.float64, device=device)
             best_pred = torch.zeros(len(x), dtype=torch.int64, device=device)
             best_delta = delta.clone()
+            any_wrong = torch.zeros(len(x), dtype=torch.bool, device=device)
             for step in range(steps + 1):
-                lo, grad, pred = _log_odds_and_grad(model, x + delta, y)
-                better = lo < best_lo
+                value, grad, lo, pred = _objective_and_grad(model, x + delta, y, objective)
+                any_wrong |= pred != y
+                better = value < best
+                best = torch.where(better, value, best)
                 best_lo = torch.where(better, lo, best_lo)
                 best_pred = torch.where(better, pred, best_pred)
                 best_delta[better] = delta[better]
                 if step < steps:
                     delta = _project(delta - step_size * _expand(r, grad)
                                      * _steepest(grad, norm), r, norm)
-            scores.append(torch.sigmoid(best_lo).cpu())
+            values.append(best_lo.cpu())
             predictions.append(best_pred.cpu())
+            wrong.append(any_wrong.cpu())
             norms.append(_norm(best_delta.double(), norm).cpu())
     finally:
         model.train(was_training)
-    return AttackResult(torch.cat(scores).numpy(), torch.cat(predictions).numpy(),
-                        torch.cat(norms).numpy())
+    return AttackResult(torch.cat(values).numpy(), torch.cat(predictions).numpy(),
+                        torch.cat(wrong).numpy(), torch.cat(norms).numpy())
 
 
 @dataclass
@@ -259,11 +301,79 @@ def deepfool(model: nn.Module, images: torch.Tensor, labels, *, norm: str = "l2"
                          torch.cat(out["iters"]).numpy(), delta)
 
 
+def pgd_radius(model: nn.Module, images: torch.Tensor, labels, high, *, norm: str = "l2",
+               steps: int = 10, bisect_steps: int = 10,
+               batch_size: int | None = None) -> np.ndarray:
+    """Smallest radius at which PGD misclassifies, by bisection on ``(0, high]``.
+
+    ``high`` (one per image) is a radius known to be enough, e.g. DeepFool's.
+    Each bisection step runs :func:`pgd_attack` on the margin objective at the
+    middle radius for every image at once. Returns the smallest radius found at which PGD reached a
+    misclassified point; ``inf`` where PGD fails even at ``high``. Like
+    DeepFool's, it is an upper bound on the true smallest radius.
+    """
+    norm = _checks.check_norm(norm)
+    high = np.broadcast_to(np.asarray(high, dtype=np.float64), (len(images),)).copy()
+    finite = np.isfinite(high) & (high > 0)
+    out = np.full(len(images), np.inf)
+    if not finite.any():
+        return out
+    x = images[torch.as_tensor(finite)]
+    y = _labels(labels, len(images), "cpu")[torch.as_tensor(finite)]
+    hi = high[finite]
+    ok = pgd_attack(model, x, y, hi, norm=norm, steps=steps, objective="margin",
+                    batch_size=batch_size).misclassified
+    lo = np.zeros_like(hi)
+    for _ in range(bisect_steps):
+        mid = (lo + hi) / 2
+        wrong = pgd_attack(model, x, y, mid, norm=norm, steps=steps, objective="margin",
+                           batch_size=batch_size).misclassified
+        hi = np.where(wrong, mid, hi)
+        lo = np.where(wrong, lo, mid)
+    out[finite] = np.where(ok, hi, np.inf)
+    return out
+
+
+def expected_max_normal(n: int) -> float:
+    """E[max of ``n`` independent standard normals] (numerical integral).
+
+    About 2.25 for n = 50, where the asymptotic sqrt(2 ln n) gives 2.80.
+    """
+    from scipy import integrate, stats
+
+    n = _checks.check_count(n, "n")
+    value, _ = integrate.quad(
+        lambda t: t * n * stats.norm.pdf(t) * stats.norm.cdf(t) ** (n - 1), -12, 12)
+    return float(value)
+
+
+def linear_ratio(norm: str, dimension: int, l1_over_l2: np.ndarray | float = 1.0,
+                 T: int | None = None) -> np.ndarray:
+    """Random over adversarial radius of a linear classifier, for this book's sampler.
+
+    With log-odds ``l + w . nu``, the adversarial radius is ``l / ||w||_2`` (L2)
+    or ``l / ||w||_1`` (L-infinity), and a random direction ``d`` flips the
+    class at ``l / (-w . d)``. For the sampler of eq. 4 (``u ~ U(-1, 1)^D``
+    rescaled), ``w . d`` is close to normal with standard deviation
+    ``||w||_2 / sqrt(D)`` (L2: ``||u||_2 ~ sqrt(D / 3)``) or ``||w||_2 / sqrt(3)``
+    (L-infinity: ``||u||_inf ~ 1``). A typical direction therefore needs
+    ``sqrt(D)`` (L2) or ``sqrt(3) ||w||_1 / ||w||_2`` (L-infinity) times the
+    adversarial radius, the law of Fawzi et al. for L2; the best of ``T``
+    directions (``T`` given) that divided by :func:`expected_max_normal`.
+
+    ``l1_over_l2`` is ``||w||_1 / ||w||_2`` (the gradient's), used in L-infinity.
+    """
+    norm = _checks.check_norm(norm)
+    typical = (np.sqrt(float(dimension)) * np.ones_like(np.asarray(l1_over_l2, float))
+               if norm == "l2" else np.sqrt(3.0) * np.asarray(l1_over_l2, float))
+    return typical / expected_max_normal(T) if T is not None else typical
+
+
 def search_radii(grid, cap: float) -> list[float]:
-    """The grid, then doubling from its largest radius, ending with ``cap``."""
-    radii = sorted(float(r) for r in _checks.check_radii(grid))
-    if cap <= radii[-1]:
-        return radii
+    """The grid radii up to ``cap``, then doubling from the largest, ending with ``cap``."""
+    radii = sorted(float(r) for r in _checks.check_radii(grid) if r < cap)
+    if not radii:
+        return [float(cap)]
     r = radii[-1] * 2
     while r < cap:
         radii.append(r)
@@ -296,7 +406,7 @@ def random_flip_radius(model: nn.Module, x: torch.Tensor, label: int, *, seed: i
     shape = tuple(x.shape)
     hi, wrong = None, None
     for k, r in enumerate(search_radii(grid, cap)):
-        if grid_predictions is not None and k < len(grid) and r == sorted(grid)[k]:
+        if grid_predictions is not None and r in grid:
             row = np.asarray(grid_predictions)[grid.index(r)]
             miss = torch.as_tensor(row != label)
         else:
@@ -326,11 +436,16 @@ def random_flip_radius(model: nn.Module, x: torch.Tensor, label: int, *, seed: i
 class AttackStudy:
     """Random against adversarial, per sample, for one model and norm.
 
-    ``first_order``, ``pgd`` and ``random_min`` are (S, R) true-class scores at
-    the isotropy study's radii (``random_min``: the lowest of its ``T``
-    random directions); ``adversarial_radius`` and ``random_radius`` are (S,)
-    smallest misclassifying radii, ``random_censored`` where no random
-    direction misclassified up to ``cap`` (the radius is then a lower bound).
+    At the isotropy study's radii (S, R): ``random_min`` is the lowest
+    true-class score among its ``T`` random directions, ``first_order_log_odds``
+    and ``pgd_log_odds`` the true-class log-odds after the first-order step
+    and after PGD (:attr:`first_order`, :attr:`pgd` give the scores).
+    Per sample (S,): ``deepfool_radius`` and ``pgd_radius`` (bisection), the
+    adversarial radius as the smaller of the two (both are upper bounds on the
+    true smallest radius; ``inf`` where neither found one), ``random_radius``
+    with ``random_censored`` where no random direction misclassified up to
+    ``cap`` (the radius is then a lower bound), and ``l1_over_l2``, the
+    gradient's ``||g||_1 / ||g||_2`` that the linear prediction needs.
     """
 
     model: str
@@ -340,19 +455,41 @@ class AttackStudy:
     dimension: int
     T: int
     cap: float
-    first_order: np.ndarray
-    pgd: np.ndarray
+    first_order_log_odds: np.ndarray
+    pgd_log_odds: np.ndarray
     pgd_misclassified: np.ndarray
     random_min: np.ndarray
-    adversarial_radius: np.ndarray
+    deepfool_radius: np.ndarray
+    pgd_radius: np.ndarray
     random_radius: np.ndarray
     random_censored: np.ndarray
+    l1_over_l2: np.ndarray
     skipped: list[str] = field(default_factory=list)
 
     @property
+    def first_order(self) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.first_order_log_odds))
+
+    @property
+    def pgd(self) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.pgd_log_odds))
+
+    @property
+    def adversarial_radius(self) -> np.ndarray:
+        """The smaller of the DeepFool and PGD radii (``inf`` where neither found one)."""
+        return np.minimum(self.deepfool_radius, self.pgd_radius)
+
+    @property
     def ratio(self) -> np.ndarray:
-        """Random over adversarial smallest misclassifying radius (lower bound if censored)."""
-        return self.random_radius / self.adversarial_radius
+        """Random over adversarial radius; NaN where no adversarial point was found."""
+        adversarial = self.adversarial_radius
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(np.isfinite(adversarial), self.random_radius / adversarial, np.nan)
+
+    @property
+    def linear_ratio(self) -> np.ndarray:
+        """Per sample, what a linear classifier gives for the best of ``T`` directions."""
+        return linear_ratio(self.norm, self.dimension, self.l1_over_l2, self.T)
 
 
 def default_cap(image_shape: tuple[int, ...], norm: str) -> float:
@@ -399,15 +536,22 @@ def attack_study(model: nn.Module, samples: SampleSet, isotropy: ScoreStudy, *,
                          batch_size=batch_size)
         fool = deepfool(model, x[None], y, norm=norm, candidates=candidates,
                         batch_size=batch_size)
+        # PGD by bisection below DeepFool's radius (or the cap where DeepFool failed)
+        start = fool.radius[0] if fool.found[0] else cap
+        by_pgd = pgd_radius(model, x[None], y, start, norm=norm, steps=pgd_steps,
+                            bisect_steps=bisect_steps // 2, batch_size=batch_size)
         rand, censored = random_flip_radius(
             model, x, y, seed=int(samples.seeds[i]), norm=norm, T=T, radii=radii, cap=cap,
             grid_predictions=isotropy.predictions[i], bisect_steps=bisect_steps,
             batch_size=batch_size)
-        return dict(first_order=first.scores, pgd=pgd.scores,
-                    pgd_misclassified=pgd.predictions != y,
+        grad = gradients(model, x[None], [y], batch_size=batch_size).log_odds_grad[0]
+        return dict(first_order_log_odds=first.log_odds, pgd_log_odds=pgd.log_odds,
+                    pgd_misclassified=pgd.misclassified,
                     random_min=isotropy.scores[i].min(axis=-1),
-                    adversarial_radius=np.float64(fool.radius[0]),
-                    random_radius=np.float64(rand), random_censored=np.bool_(censored))
+                    deepfool_radius=np.float64(fool.radius[0]),
+                    pgd_radius=np.float64(by_pgd[0]),
+                    random_radius=np.float64(rand), random_censored=np.bool_(censored),
+                    l1_over_l2=np.float64(grad.abs().sum() / grad.norm()))
 
     kept, units, skipped = run_units(samples, manifest, compute, cache=cache,
                                      desc=f"{model_name} attacks {norm}", progress=progress)
@@ -419,8 +563,10 @@ def attack_study(model: nn.Module, samples: SampleSet, isotropy: ScoreStudy, *,
     return AttackStudy(
         model=model_name, norm=norm, radii=np.asarray(radii),
         ids=np.asarray(samples.ids)[kept], dimension=int(np.prod(shape)), T=T, cap=cap,
-        first_order=stack("first_order", (r,)), pgd=stack("pgd", (r,)),
+        first_order_log_odds=stack("first_order_log_odds", (r,)),
+        pgd_log_odds=stack("pgd_log_odds", (r,)),
         pgd_misclassified=stack("pgd_misclassified", (r,)).astype(bool),
-        random_min=stack("random_min", (r,)),
-        adversarial_radius=stack("adversarial_radius"), random_radius=stack("random_radius"),
-        random_censored=stack("random_censored").astype(bool), skipped=skipped)
+        random_min=stack("random_min", (r,)), deepfool_radius=stack("deepfool_radius"),
+        pgd_radius=stack("pgd_radius"), random_radius=stack("random_radius"),
+        random_censored=stack("random_censored").astype(bool),
+        l1_over_l2=stack("l1_over_l2"), skipped=skipped)

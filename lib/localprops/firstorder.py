@@ -15,9 +15,14 @@ no forward pass at all; ``d'Hd`` costs one double backward per direction,
 batched.
 
 Gradients are taken of the true-class log-odds ``lo = z_y - logsumexp_{k != y}
-z_k`` in float64 (``s = sigmoid(lo)``): for a confident network ``1 - s`` is
-1e-9 or smaller, and ``ds = s (1 - s) dlo`` keeps it exact where the gradient
-of ``s`` itself would lose it to rounding.
+z_k`` in float64 (``s = sigmoid(lo)``): ``1 - s`` can be far below float32's
+resolution (the 99% filter admits scores from 0.99 to 1 - 1e-15 and beyond),
+and ``ds = s (1 - s) dlo`` with ``1 - s = sigmoid(-lo)`` keeps it exact.
+
+The first-order model can be written for ``s`` (the paper's score) or for
+``lo`` and passed through the sigmoid, ``s ~ sigmoid(lo + r dlo.d)``: where
+the two differ, the departure from linearity is the sigmoid's saturation, not
+the network's.
 """
 from __future__ import annotations
 
@@ -212,15 +217,33 @@ class FirstOrderStudy:
     second_radii: np.ndarray
     ids: np.ndarray
     labels: np.ndarray
-    clean_scores: np.ndarray     # (S,) float64
+    clean_log_odds: np.ndarray   # (S,) float64
     slopes: np.ndarray           # (S, R, T)
     curvatures: np.ndarray       # (S, R2, T2)
     gradient_l2: np.ndarray      # (S,) ||g||_2 of the score
     gradient_l1: np.ndarray      # (S,) ||g||_1 of the score
     skipped: list[str] = field(default_factory=list)
 
-    def predicted_scores(self, order: int = 1) -> np.ndarray:
-        """First order: (S, R, T) at every radius; second order: (S, R2, T2)."""
+    @property
+    def clean_scores(self) -> np.ndarray:
+        """True-class probability at the clean images, (S,)."""
+        return 1.0 / (1.0 + np.exp(-self.clean_log_odds))
+
+    def predicted_scores(self, order: int = 1, *, through_log_odds: bool = False
+                         ) -> np.ndarray:
+        """First order: (S, R, T) at every radius; second order: (S, R2, T2).
+
+        ``through_log_odds`` (first order only): ``sigmoid(lo + r g_lo . d)``
+        with ``g_lo . d = g . d / (s (1 - s))``, the linear model of the
+        log-odds instead of the score.
+        """
+        if order == 1 and through_log_odds:
+            lo = self.clean_log_odds[:, None, None]
+            factor = 1.0 / (1.0 + np.exp(-lo)) / (1.0 + np.exp(lo))
+            return 1.0 / (1.0 + np.exp(-(lo + self.radii[None, :, None] * self.slopes
+                                          / factor)))
+        if through_log_odds:
+            raise ValueError("through_log_odds applies to the first order only")
         if order == 1:
             return self.clean_scores[:, None, None] + self.radii[None, :, None] * self.slopes
         if order == 2:
@@ -283,7 +306,7 @@ def first_order_study(model: nn.Module, samples: SampleSet, *, radii: list[float
                                      ).materialize(device=device, dtype=torch.float64)[0]
             curv[j] = directional_curvatures(model, samples.images[i], samples.labels[i],
                                              nu / r, batch_size=batch_size)
-        return dict(clean_score=np.float64(torch.sigmoid(lo)), slopes=slopes, curvatures=curv,
+        return dict(clean_log_odds=np.float64(lo), slopes=slopes, curvatures=curv,
                     gradient_l2=np.float64(g.norm()), gradient_l1=np.float64(g.abs().sum()))
 
     kept, units, skipped = run_units(samples, manifest, compute, cache=cache,
@@ -295,7 +318,7 @@ def first_order_study(model: nn.Module, samples: SampleSet, *, radii: list[float
     return FirstOrderStudy(
         model=model_name, norm=norm, radii=np.asarray(radii),
         second_radii=np.asarray(second_radii), ids=np.asarray(samples.ids)[kept],
-        labels=np.asarray(samples.labels)[kept], clean_scores=stack("clean_score", ()),
+        labels=np.asarray(samples.labels)[kept], clean_log_odds=stack("clean_log_odds", ()),
         slopes=stack("slopes", (len(radii), T)),
         curvatures=stack("curvatures", (len(second_radii), T_second)),
         gradient_l2=stack("gradient_l2", ()), gradient_l1=stack("gradient_l1", ()),
@@ -312,16 +335,18 @@ def _check_aligned(measured: ScoreStudy, study: FirstOrderStudy) -> None:
 
 
 def range_ratios(measured: ScoreStudy, study: FirstOrderStudy, order: int = 1, *,
-                 second_only: bool = False) -> np.ndarray:
+                 second_only: bool = False, through_log_odds: bool = False) -> np.ndarray:
     """Predicted over measured score range, per sample and radius.
 
     Order 1: (S, R) over all ``T`` directions. Order 2, or order 1 with
     ``second_only``: (S, R2) over the first ``T_second`` directions of the
     second-order radii, so the two orders can be compared on the same
     directions (the measured range is taken over them too).
+    ``through_log_odds``: the first-order model of the log-odds (see
+    :meth:`FirstOrderStudy.predicted_scores`).
     """
     _check_aligned(measured, study)
-    predicted = study.predicted_scores(order)
+    predicted = study.predicted_scores(order, through_log_odds=through_log_odds)
     scores = measured.scores
     if order == 2 or second_only:
         t2 = study.curvatures.shape[-1]

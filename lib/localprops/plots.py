@@ -371,12 +371,14 @@ def taylor_vs_measured(measured: Sequence[ScoreStudy], studies: Sequence, *, ord
     fig, axes = _panel_grid(len(studies), columns, 4.2, 3.8, sharey=False)
     scatter = None
     for ax, iso, study in zip(axes.flat, measured, studies):
-        ratio = range_ratios(iso, study, order)
+        range_ratios(iso, study, order)             # checks that the two match
         radii = study.radii if order == 1 else study.second_radii
-        scores = iso.scores if order == 1 else iso.scores[:, study.second_index,
-                                                          :study.curvatures.shape[-1]]
+        predicted = study.predicted_scores(order)
+        scores = iso.scores
+        if order == 2:
+            scores = scores[:, study.second_index, :predicted.shape[-1]]
         x = np.maximum(np.ptp(scores, axis=-1), _RANGE_FLOOR)
-        y = np.maximum(x * np.nan_to_num(ratio, nan=0.0), _RANGE_FLOOR)
+        y = np.maximum(np.ptp(predicted, axis=-1), _RANGE_FLOOR)
         colour = np.broadcast_to(np.log10(radii)[None, :], x.shape)
         scatter = ax.scatter(x.ravel(), y.ravel(), c=colour.ravel(), cmap="plasma", s=14,
                              linewidths=0.3, edgecolors="k")
@@ -444,11 +446,12 @@ def attack_scores(studies: Sequence, *, columns: int = 3) -> plt.Figure:
     if not studies:
         raise ValueError("no study results to draw")
     fig, axes = _panel_grid(len(studies), columns, 4.4, 3.4)
-    series = (("random_min", "worst of T random", "C0"),
-              ("first_order", "first-order step", "C1"), ("pgd", "PGD", "C3"))
     for ax, study in zip(axes.flat, studies):
-        for key, label, colour in series:
-            drop = np.maximum(1.0 - getattr(study, key), _RANGE_FLOOR)
+        series = (("worst of T random", "C0", 1.0 - study.random_min),
+                  ("first-order step", "C1", 1.0 / (1.0 + np.exp(study.first_order_log_odds))),
+                  ("PGD", "C3", 1.0 / (1.0 + np.exp(study.pgd_log_odds))))
+        for label, colour, values in series:
+            drop = np.maximum(values, _RANGE_FLOOR)
             q25, q50, q75 = np.quantile(drop, [0.25, 0.5, 0.75], axis=0)
             ax.plot(study.radii, q50, color=colour, marker=".", label=label)
             ax.fill_between(study.radii, q25, q75, color=colour, alpha=0.15)
@@ -466,10 +469,14 @@ def radius_ratios(studies: Sequence, *, ax: plt.Axes | None = None) -> plt.Axes:
     """Random over adversarial smallest misclassifying radius, per model and sample.
 
     Dots are samples (an upward triangle where no random direction
-    misclassified up to the search cap: a lower bound). The solid segment is
-    sqrt(D), the ratio of a typical random direction for a linear classifier
-    (Fawzi et al.); the dashed one sqrt(D / (2 ln T)), its best of ``T``.
+    misclassified up to the search cap: a lower bound). The segments are what
+    a linear classifier gives for this sampler and norm
+    (:func:`localprops.attacks.linear_ratio`, median over the samples'
+    gradients): solid for a typical direction (sqrt(D) in L2, the law of
+    Fawzi et al.), dashed for the best of ``T``, which the dots measure.
     """
+    from .attacks import linear_ratio
+
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
     for i, study in enumerate(studies):
@@ -480,16 +487,15 @@ def radius_ratios(studies: Sequence, *, ax: plt.Axes | None = None) -> plt.Axes:
             if mask.any():
                 ax.scatter(x[mask], ratio[mask], marker=marker, s=18, color=f"C{i % 10}",
                            edgecolors="k", linewidths=0.3)
-        d = study.dimension
-        ax.hlines(np.sqrt(d), i - 0.3, i + 0.3, colors="k", lw=1.2)
-        ax.hlines(np.sqrt(d / (2 * np.log(study.T))), i - 0.3, i + 0.3, colors="k", lw=1,
-                  ls="--")
+        typical = np.median(linear_ratio(study.norm, study.dimension, study.l1_over_l2))
+        ax.hlines(typical, i - 0.3, i + 0.3, colors="k", lw=1.2)
+        ax.hlines(np.median(study.linear_ratio), i - 0.3, i + 0.3, colors="k", lw=1, ls="--")
     ax.set_yscale("log")
     ax.set_xticks(range(len(studies)), [f"{s.model}\n({s.norm}, D={s.dimension})"
                                         for s in studies], fontsize=7)
     ax.set_ylabel("random / adversarial radius")
-    ax.legend(handles=[Line2D([], [], c="k", label="sqrt(D)"),
-                       Line2D([], [], c="k", ls="--", label="sqrt(D / (2 ln T))"),
+    ax.legend(handles=[Line2D([], [], c="k", label="linear classifier, typical direction"),
+                       Line2D([], [], c="k", ls="--", label="linear classifier, best of T"),
                        Line2D([], [], marker="^", ls="", c="grey",
                               label="no random flip up to the cap")], fontsize=7,
               loc="lower right")
