@@ -57,3 +57,17 @@ class SmoothNet(nn.Module):
 
     def forward(self, x):
         return self.fc(torch.tanh(self.conv(x / 64.0 - 2.0)).flatten(1))
+
+
+class OutOfMemoryOnce(nn.Module):
+    """Raises a CUDA out-of-memory error for batches larger than ``limit``."""
+
+    def __init__(self, inner, limit):
+        super().__init__()
+        self.inner, self.limit, self.calls = inner, limit, []
+
+    def forward(self, x):
+        self.calls.append(len(x))
+        if len(x) > self.limit:
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return self.inner(x)

@@ -338,3 +338,28 @@ def test_ratio_is_nan_where_no_adversarial_point_was_found():
         np.array([2.0, np.inf]), np.array([40.0, 50.0]), np.zeros(2, bool), np.ones(2))
     np.testing.assert_array_equal(study.adversarial_radius, [2.0, np.inf])
     np.testing.assert_array_equal(study.ratio, [20.0, np.nan])
+
+
+def test_out_of_memory_halves_the_chunk_of_every_gradient_pass(tiny_net):
+    """Gradients, curvatures, PGD and DeepFool adapt their chunk, as evaluate does."""
+    from localprops import firstorder
+
+    from conftest import OutOfMemoryOnce
+
+    x = images(6, (3, 12, 12), dtype=torch.float32)
+    y = confident(tiny_net, x)
+    d = torch.randn(6, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    small = OutOfMemoryOnce(tiny_net, limit=2)
+    torch.testing.assert_close(firstorder.gradients(small, x, y, batch_size=6).log_odds_grad,
+                               firstorder.gradients(tiny_net, x, y).log_odds_grad)
+    np.testing.assert_allclose(
+        firstorder.directional_curvatures(small, x[0], int(y[0]), d, batch_size=6),
+        firstorder.directional_curvatures(tiny_net, x[0], int(y[0]), d), rtol=1e-5,
+        atol=1e-12)
+    np.testing.assert_allclose(attacks.pgd_attack(small, x, y, 30.0, batch_size=6).log_odds,
+                               attacks.pgd_attack(tiny_net, x, y, 30.0).log_odds, rtol=1e-5)
+    np.testing.assert_allclose(attacks.deepfool(small, x, y, batch_size=6).radius,
+                               attacks.deepfool(tiny_net, x, y).radius, rtol=1e-5)
+    assert small.calls[:3] == [6, 3, 1]              # 6 and 3 fail, then it halves to 1
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        firstorder.gradients(OutOfMemoryOnce(tiny_net, limit=0), x, y)

@@ -6,6 +6,8 @@ from torch import nn
 from localprops.engine import evaluate
 from localprops.sampling import PermutedPerturbations, RadialPerturbations
 
+from conftest import OutOfMemoryOnce
+
 SHAPE = (3, 12, 12)
 
 
@@ -92,20 +94,6 @@ def test_float64_model(tiny_net, clean_image):
     out = evaluate(model, clean_image, RadialPerturbations(SHAPE, [1.0], 3), labels=1,
                    progress=False)
     assert out.probs.dtype == torch.float64
-
-
-class OutOfMemoryOnce(nn.Module):
-    """Raises a CUDA out-of-memory error for batches larger than ``limit``."""
-
-    def __init__(self, inner, limit):
-        super().__init__()
-        self.inner, self.limit, self.calls = inner, limit, []
-
-    def forward(self, x):
-        self.calls.append(len(x))
-        if len(x) > self.limit:
-            raise torch.cuda.OutOfMemoryError("simulated")
-        return self.inner(x)
 
 
 def test_out_of_memory_halves_the_chunk(tiny_net, clean_image):

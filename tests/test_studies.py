@@ -149,3 +149,16 @@ def test_progress_bars_respect_tqdm_disable(monkeypatch):
     assert not progress_enabled(True) and progress_bar(range(3), enabled=True).disable
     monkeypatch.setenv("TQDM_DISABLE", "0")
     assert progress_enabled(True) and not progress_enabled(False)
+
+
+def test_use_ieee_float32_turns_tf32_off():
+    from localprops.experiment import use_ieee_float32
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        use_ieee_float32()
+        assert not torch.backends.cudnn.allow_tf32
+        assert not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

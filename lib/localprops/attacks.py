@@ -37,7 +37,8 @@ from torch import nn
 from . import _checks
 from .cache import ResultCache, code_version
 from .engine import evaluate, model_device, model_dtype
-from .firstorder import _labels, _rows, gradient_batch_size, gradients, true_class_log_odds
+from .firstorder import (_labels, gradient_batch_size, gradients, run_chunked,
+                         true_class_log_odds)
 from .sampling import RadialPerturbations
 from .studies import SampleSet, ScoreStudy, run_units
 
@@ -166,37 +167,37 @@ def pgd_attack(model: nn.Module, images: torch.Tensor, labels, radii, *, norm: s
     size = batch_size or gradient_batch_size(tuple(images.shape[1:]), device)
     was_training = model.training
     model.eval()
-    values, predictions, wrong, norms = [], [], [], []
+
+    def chunk(start: int, stop: int) -> tuple[torch.Tensor, ...]:
+        x = images[start:stop].to(device=device, dtype=dtype)
+        y, r = labels[start:stop], radii[start:stop]
+        _, grad, _, _ = _objective_and_grad(model, x, y, objective)
+        delta = _project(-_steepest(grad, norm) * _expand(r, grad), r, norm)
+        best = torch.full((len(x),), float("inf"), dtype=torch.float64, device=device)
+        best_lo = torch.zeros(len(x), dtype=torch.float64, device=device)
+        best_pred = torch.zeros(len(x), dtype=torch.int64, device=device)
+        best_delta = delta.clone()
+        any_wrong = torch.zeros(len(x), dtype=torch.bool, device=device)
+        for step in range(steps + 1):
+            value, grad, lo, pred = _objective_and_grad(model, x + delta, y, objective)
+            any_wrong |= pred != y
+            better = value < best
+            best = torch.where(better, value, best)
+            best_lo = torch.where(better, lo, best_lo)
+            best_pred = torch.where(better, pred, best_pred)
+            best_delta[better] = delta[better]
+            if step < steps:
+                delta = _project(delta - step_size * _expand(r, grad)
+                                 * _steepest(grad, norm), r, norm)
+        return (best_lo.cpu(), best_pred.cpu(), any_wrong.cpu(),
+                _norm(best_delta.double(), norm).cpu())
+
     try:
-        for start, stop in _rows(len(images), size):
-            x = images[start:stop].to(device=device, dtype=dtype)
-            y, r = labels[start:stop], radii[start:stop]
-            _, grad, _, _ = _objective_and_grad(model, x, y, objective)
-            delta = _project(-_steepest(grad, norm) * _expand(r, grad), r, norm)
-            best = torch.full((len(x),), float("inf"), dtype=torch.float64, device=device)
-            best_lo = torch.zeros(len(x), dtype=torch.float64, device=device)
-            best_pred = torch.zeros(len(x), dtype=torch.int64, device=device)
-            best_delta = delta.clone()
-            any_wrong = torch.zeros(len(x), dtype=torch.bool, device=device)
-            for step in range(steps + 1):
-                value, grad, lo, pred = _objective_and_grad(model, x + delta, y, objective)
-                any_wrong |= pred != y
-                better = value < best
-                best = torch.where(better, value, best)
-                best_lo = torch.where(better, lo, best_lo)
-                best_pred = torch.where(better, pred, best_pred)
-                best_delta[better] = delta[better]
-                if step < steps:
-                    delta = _project(delta - step_size * _expand(r, grad)
-                                     * _steepest(grad, norm), r, norm)
-            values.append(best_lo.cpu())
-            predictions.append(best_pred.cpu())
-            wrong.append(any_wrong.cpu())
-            norms.append(_norm(best_delta.double(), norm).cpu())
+        parts = run_chunked(len(images), size, chunk)
     finally:
         model.train(was_training)
-    return AttackResult(torch.cat(values).numpy(), torch.cat(predictions).numpy(),
-                        torch.cat(wrong).numpy(), torch.cat(norms).numpy())
+    values, predictions, wrong, norms = (torch.cat(column).numpy() for column in zip(*parts))
+    return AttackResult(values, predictions, wrong, norms)
 
 
 @dataclass
@@ -211,11 +212,11 @@ class MinimalAttack:
 
 
 def _is_wrong(model, x, y, size):
-    out = []
-    with torch.no_grad():
-        for start, stop in _rows(len(x), size):
-            out.append(model(x[start:stop]).argmax(dim=1) != y[start:stop])
-    return torch.cat(out)
+    def chunk(start: int, stop: int) -> torch.Tensor:
+        with torch.no_grad():
+            return model(x[start:stop]).argmax(dim=1) != y[start:stop]
+
+    return torch.cat(run_chunked(len(x), size, chunk))
 
 
 def deepfool(model: nn.Module, images: torch.Tensor, labels, *, norm: str = "l2",
@@ -234,71 +235,68 @@ def deepfool(model: nn.Module, images: torch.Tensor, labels, *, norm: str = "l2"
     its norm is the reported radius.
     """
     norm, device, dtype, _, labels = _prepare(model, images, labels, 1.0, norm)
-    n, k_all = len(images), None
     size = batch_size or gradient_batch_size(tuple(images.shape[1:]), device)
     was_training = model.training
     model.eval()
-    out = {"delta": [], "found": [], "pred": [], "iters": []}
+
+    def chunk(start: int, stop: int) -> tuple[torch.Tensor, ...]:
+        x = images[start:stop].to(device=device, dtype=dtype)
+        y = labels[start:stop]
+        with torch.no_grad():
+            logits = model(x)
+        k_all = logits.shape[1]
+        top = logits.argsort(dim=1, descending=True)
+        others = top[top != y[:, None]].reshape(len(x), k_all - 1)
+        cand = others[:, :min(candidates, k_all - 1)]
+        total = torch.zeros_like(x)
+        active = torch.ones(len(x), dtype=torch.bool, device=device)
+        iters = torch.zeros(len(x), dtype=torch.int64, device=device)
+        for _ in range(max_iter):
+            xa = (x + (1 + overshoot) * total).detach().requires_grad_(True)
+            with torch.enable_grad():
+                z = model(xa)
+                active = active & (z.argmax(dim=1) == y)
+                if not active.any():
+                    break
+                f = (z.gather(1, cand) - z.gather(1, y[:, None])).double()
+                w = torch.stack([torch.autograd.grad(f[:, j].sum(), xa,
+                                                     retain_graph=j < cand.shape[1] - 1)[0]
+                                 for j in range(cand.shape[1])], dim=1).double()
+            flat = w.flatten(2)
+            dual = flat.norm(dim=2) if norm == "l2" else flat.abs().sum(dim=2)
+            dual = dual.clamp_min(1e-30)
+            dist = f.detach().abs() / dual
+            best = dist.argmin(dim=1)
+            pick = torch.arange(len(x), device=device)
+            wb, fb, db = w[pick, best], f.detach()[pick, best], dual[pick, best]
+            if norm == "l2":
+                step = _expand((fb.abs() + 1e-4) / db ** 2, wb) * wb
+            else:
+                step = _expand((fb.abs() + 1e-4) / db, wb) * wb.sign()
+            total = total + _expand(active, step).to(dtype) * step.to(dtype)
+            iters += active.long()
+        delta = (1 + overshoot) * total
+        found = _is_wrong(model, x + delta, y, size)
+        low = torch.zeros(len(x), dtype=dtype, device=device)
+        high = torch.ones(len(x), dtype=dtype, device=device)
+        for _ in range(refine_steps):
+            mid = (low + high) / 2
+            wrong = _is_wrong(model, x + _expand(mid, x) * delta, y, size)
+            high = torch.where(wrong, mid, high)
+            low = torch.where(wrong, low, mid)
+        delta = torch.where(_expand(found, x), _expand(high, x) * delta, delta)
+        with torch.no_grad():
+            pred = model(x + delta).argmax(dim=1)
+        return delta.cpu(), (found & (pred != y)).cpu(), pred.cpu(), iters.cpu()
+
     try:
-        for start, stop in _rows(n, size):
-            x = images[start:stop].to(device=device, dtype=dtype)
-            y = labels[start:stop]
-            with torch.no_grad():
-                logits = model(x)
-            k_all = logits.shape[1]
-            top = logits.argsort(dim=1, descending=True)
-            others = top[top != y[:, None]].reshape(len(x), k_all - 1)
-            cand = others[:, :min(candidates, k_all - 1)]
-            total = torch.zeros_like(x)
-            active = torch.ones(len(x), dtype=torch.bool, device=device)
-            iters = torch.zeros(len(x), dtype=torch.int64, device=device)
-            for _ in range(max_iter):
-                xa = (x + (1 + overshoot) * total).detach().requires_grad_(True)
-                with torch.enable_grad():
-                    z = model(xa)
-                    active = active & (z.argmax(dim=1) == y)
-                    if not active.any():
-                        break
-                    f = (z.gather(1, cand) - z.gather(1, y[:, None])).double()
-                    w = torch.stack([torch.autograd.grad(f[:, j].sum(), xa,
-                                                         retain_graph=j < cand.shape[1] - 1)[0]
-                                     for j in range(cand.shape[1])], dim=1).double()
-                flat = w.flatten(2)
-                dual = flat.norm(dim=2) if norm == "l2" else flat.abs().sum(dim=2)
-                dual = dual.clamp_min(1e-30)
-                dist = f.detach().abs() / dual
-                best = dist.argmin(dim=1)
-                pick = torch.arange(len(x), device=device)
-                wb, fb, db = w[pick, best], f.detach()[pick, best], dual[pick, best]
-                if norm == "l2":
-                    step = _expand((fb.abs() + 1e-4) / db ** 2, wb) * wb
-                else:
-                    step = _expand((fb.abs() + 1e-4) / db, wb) * wb.sign()
-                total = total + _expand(active, step).to(dtype) * step.to(dtype)
-                iters += active.long()
-            delta = (1 + overshoot) * total
-            found = _is_wrong(model, x + delta, y, size)
-            low = torch.zeros(len(x), dtype=dtype, device=device)
-            high = torch.ones(len(x), dtype=dtype, device=device)
-            for _ in range(refine_steps):
-                mid = (low + high) / 2
-                wrong = _is_wrong(model, x + _expand(mid, x) * delta, y, size)
-                high = torch.where(wrong, mid, high)
-                low = torch.where(wrong, low, mid)
-            delta = torch.where(_expand(found, x), _expand(high, x) * delta, delta)
-            with torch.no_grad():
-                pred = model(x + delta).argmax(dim=1)
-            out["delta"].append(delta.cpu())
-            out["found"].append((found & (pred != y)).cpu())
-            out["pred"].append(pred.cpu())
-            out["iters"].append(iters.cpu())
+        parts = run_chunked(len(images), size, chunk)
     finally:
         model.train(was_training)
-    delta = torch.cat(out["delta"])
-    found = torch.cat(out["found"]).numpy()
+    delta, found, pred, iters = (torch.cat(column) for column in zip(*parts))
+    found = found.numpy()
     radius = np.where(found, _norm(delta.double(), norm).numpy(), np.inf)
-    return MinimalAttack(radius, found, torch.cat(out["pred"]).numpy(),
-                         torch.cat(out["iters"]).numpy(), delta)
+    return MinimalAttack(radius, found, pred.numpy(), iters.numpy(), delta)
 
 
 def pgd_radius(model: nn.Module, images: torch.Tensor, labels, high, *, norm: str = "l2",
@@ -308,8 +306,9 @@ def pgd_radius(model: nn.Module, images: torch.Tensor, labels, high, *, norm: st
 
     ``high`` (one per image) is a radius known to be enough, e.g. DeepFool's.
     Each bisection step runs :func:`pgd_attack` on the margin objective at the
-    middle radius for every image at once. Returns the smallest radius found at which PGD reached a
-    misclassified point; ``inf`` where PGD fails even at ``high``. Like
+    middle radius for every image at once. Returns the smallest radius found
+    at which PGD reached a misclassified point; ``inf`` where PGD fails even
+    at ``high``. Like
     DeepFool's, it is an upper bound on the true smallest radius.
     """
     norm = _checks.check_norm(norm)

@@ -125,6 +125,18 @@ def _imagenet_candidates(spec: models.ModelSpec, threshold: float, limit: int | 
                        lambda chosen: decode(chosen)[0])
 
 
+def use_ieee_float32() -> None:
+    """Turn off TF32 for CUDA convolutions and matrix products.
+
+    On Ampere and later GPUs PyTorch lets cuDNN convolutions use TF32 (10-bit
+    mantissa) by default. The book compares score differences down to
+    float32 rounding (the noise floor, the measurable ranges, the first-order
+    predictions), so every chapter computes in IEEE float32 on a GPU too.
+    """
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def prepare(names: list[str], *, n_samples: int, threshold: float = 0.99, seed: int = 0,
             device: str | torch.device | None = None, imagenet_limit: int | None = None,
             shared: bool = True, cache: ResultCache | None = None) -> Preparation:
@@ -145,6 +157,7 @@ def prepare(names: list[str], *, n_samples: int, threshold: float = 0.99, seed: 
     -------
     Preparation. A model that cannot be loaded, or whose dataset is not
     available here, is skipped with a note saying why and how to fix it.
+    Models on a GPU run in IEEE float32 (:func:`use_ieee_float32`).
     """
     if isinstance(names, str) or not all(isinstance(n, str) for n in names):
         raise TypeError(f"names must be a list of model names such as ['gtsrb-ciresan'], "
@@ -167,6 +180,8 @@ def prepare(names: list[str], *, n_samples: int, threshold: float = 0.99, seed: 
             notes.append(f"{name} skipped: {error}")
             continue
         loaded.append((spec, candidates))
+        if spec.device.type == "cuda":
+            use_ieee_float32()
     chosen: dict[str, set[int]] = {}
     if shared:
         for spec, candidates in loaded:

@@ -72,6 +72,29 @@ def _rows(n: int, size: int):
         yield start, min(start + size, n)
 
 
+def run_chunked(n: int, size: int, step) -> list:
+    """``step(start, stop)`` over consecutive chunks of at most ``size`` rows.
+
+    Returns the list of the chunks' results. On a CUDA out-of-memory error the
+    chunk is halved and retried (down to one row), as
+    :func:`localprops.engine.evaluate` does, so a long run on a GPU adapts
+    instead of failing.
+    """
+    out, start = [], 0
+    while start < n:
+        stop = min(start + size, n)
+        try:
+            out.append(step(start, stop))
+        except torch.cuda.OutOfMemoryError:
+            if size == 1:
+                raise
+            torch.cuda.empty_cache()
+            size = max(1, size // 2)
+            continue
+        start = stop
+    return out
+
+
 def gradient_batch_size(image_shape: tuple[int, ...], device: torch.device) -> int:
     """Images per backward pass: a quarter of the forward chunk (activations are kept)."""
     return max(1, default_batch_size(image_shape, device) // 4)
@@ -124,18 +147,19 @@ def gradients(model: nn.Module, images: torch.Tensor, labels, *,
     size = batch_size or gradient_batch_size(tuple(images.shape[1:]), device)
     was_training = model.training
     model.eval()
-    values, grads = [], []
+
+    def step(start: int, stop: int):
+        x = images[start:stop].to(device=device, dtype=dtype).requires_grad_(True)
+        with torch.enable_grad():
+            lo = true_class_log_odds(model(x), labels[start:stop])
+            (grad,) = torch.autograd.grad(lo.sum(), x)
+        return lo.detach().cpu(), grad.detach().double().cpu()
+
     try:
-        for start, stop in _rows(len(images), size):
-            x = images[start:stop].to(device=device, dtype=dtype).requires_grad_(True)
-            with torch.enable_grad():
-                lo = true_class_log_odds(model(x), labels[start:stop])
-                (grad,) = torch.autograd.grad(lo.sum(), x)
-            values.append(lo.detach().cpu())
-            grads.append(grad.detach().double().cpu())
+        parts = run_chunked(len(images), size, step)
     finally:
         model.train(was_training)
-    return Gradients(torch.cat(values), torch.cat(grads))
+    return Gradients(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
 
 
 def directional_slopes(gradient: torch.Tensor, source: RadialPerturbations, *,
@@ -185,17 +209,19 @@ def directional_curvatures(model: nn.Module, x: torch.Tensor, label: int,
     size = batch_size or gradient_batch_size(tuple(x.shape), device)
     was_training = model.training
     model.eval()
-    out = []
+
+    def step(start: int, stop: int) -> torch.Tensor:
+        d = directions[start:stop].to(device=device, dtype=dtype)
+        copies = x.to(device=device, dtype=dtype).expand_as(d).clone().requires_grad_(True)
+        labels = _labels(label, len(d), device)
+        with torch.enable_grad():
+            s = torch.sigmoid(true_class_log_odds(model(copies), labels))
+            (g,) = torch.autograd.grad(s.sum(), copies, create_graph=True)
+            (hd,) = torch.autograd.grad((g * d).sum(), copies)
+        return (hd.double() * d.double()).flatten(1).sum(1).cpu()
+
     try:
-        for start, stop in _rows(len(directions), size):
-            d = directions[start:stop].to(device=device, dtype=dtype)
-            copies = x.to(device=device, dtype=dtype).expand_as(d).clone().requires_grad_(True)
-            labels = _labels(label, len(d), device)
-            with torch.enable_grad():
-                s = torch.sigmoid(true_class_log_odds(model(copies), labels))
-                (g,) = torch.autograd.grad(s.sum(), copies, create_graph=True)
-                (hd,) = torch.autograd.grad((g * d).sum(), copies)
-            out.append((hd.double() * d.double()).flatten(1).sum(1).cpu())
+        out = run_chunked(len(directions), size, step)
     finally:
         model.train(was_training)
     return torch.cat(out).numpy()
