@@ -229,3 +229,21 @@ def test_log_odds_model_is_exact_where_the_score_model_saturates():
     assert np.abs(firstorder.range_ratios(measured, study)[:, 1] - 1).max() > 0.01
     with pytest.raises(ValueError, match="first order only"):
         study.predicted_scores(2, through_log_odds=True)
+
+
+def test_curvature_of_a_relu_net_is_the_softmax_term(tiny_net):
+    """Piecewise-linear logits z(x + t d) = z + t v near x: d'Hd = v' (Hessian of p_y in z) v."""
+    x = samples(n=1, shape=(3, 12, 12)).images[0].float()
+    model = tiny_net.double()
+    x64 = x.double()
+    d = torch.randn(2, *x.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    curv = firstorder.directional_curvatures(model, x64, 1, d)
+    for k in range(2):
+        _, v = torch.func.jvp(lambda inp: model(inp[None])[0], (x64,), (d[k],))
+        v = v.detach()
+        with torch.no_grad():
+            p = torch.softmax(model(x64[None])[0], 0)
+        e = torch.zeros_like(p)
+        e[1] = 1.0
+        hessian = p[1] * (torch.outer(e - p, e - p) - (torch.diag(p) - torch.outer(p, p)))
+        assert curv[k] == pytest.approx(float((v @ hessian @ v).detach()), rel=1e-8, abs=1e-15)
