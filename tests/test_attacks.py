@@ -140,6 +140,7 @@ def test_pgd_never_above_first_order_nor_random(tiny_net, norm):
     pgd = attacks.pgd_attack(tiny_net, rows, labels, radii * 3, norm=norm, steps=8,
                              batch_size=4)
     assert (pgd.scores <= first.scores + 1e-12).all()
+    np.testing.assert_array_equal(pgd.first_log_odds, first.log_odds)
     # norms: on the sphere in L2, inside the box in L-infinity
     if norm == "l2":
         np.testing.assert_allclose(pgd.norms, radii * 3, rtol=1e-5)
@@ -238,6 +239,12 @@ def test_bad_input_is_explained(tiny_net):
         attacks.pgd_attack(tiny_net, x, [0, 1], 1.0, steps=-1)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         attacks.deepfool(tiny_net, x[0], [0])
+    with pytest.raises(ValueError, match="candidates must be at least 1"):
+        attacks.deepfool(tiny_net, x, [0, 1], candidates=0)
+    with pytest.raises(ValueError, match="overshoot"):
+        attacks.deepfool(tiny_net, x, [0, 1], overshoot=-0.1)
+    with pytest.raises(ValueError, match="objective"):
+        attacks.pgd_attack(tiny_net, x, [0, 1], 1.0, objective="loss")
 
 
 @pytest.fixture

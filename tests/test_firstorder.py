@@ -128,6 +128,11 @@ def test_first_order_prediction_is_exact_for_a_linear_score(tmp_path, norm):
     np.testing.assert_allclose(study.gradient_l1, float(model.w.abs().sum()), rtol=1e-10)
     np.testing.assert_allclose(firstorder.range_ratios(measured, study, second_only=True),
                                1.0, rtol=1e-6)
+    mask = np.ones((2, 3), bool)
+    mask[1] = False                              # sample 1 measurable nowhere: left out
+    ids, ends = firstorder.departure_radii(measured, study, mask)
+    np.testing.assert_array_equal(ids, [0])
+    np.testing.assert_array_equal(ends, [np.inf])
     again = firstorder.first_order_study(model, s, radii=radii, T=T, norm=norm,
                                          second_radii=[4.0], T_second=4, model_name="lin",
                                          cache=cache, progress=False)

@@ -99,6 +99,7 @@ class AttackResult:
     """What an attack reached at given radii: the lowest true-class log-odds found."""
 
     log_odds: np.ndarray        # (N,) float64, lowest true-class log-odds
+    first_log_odds: np.ndarray  # (N,) float64, log-odds at the first-order point
     predictions: np.ndarray     # (N,) predicted class at that point
     misclassified: np.ndarray   # (N,) bool: some iterate was misclassified
     norms: np.ndarray           # (N,) norm of the perturbation at the lowest point
@@ -148,7 +149,8 @@ def pgd_attack(model: nn.Module, images: torch.Tensor, labels, radii, *, norm: s
     then ``steps`` steps of length ``step_size * r`` along the steepest
     descent direction of the log-odds, each projected back onto the L2
     sphere or into the L-infinity box of radius ``r``. The best iterate is
-    kept, so the result is never worse than the first-order point; an image
+    kept, so the result is never worse than the first-order point (whose
+    log-odds is returned too, as ``first_log_odds``); an image
     counts as misclassified when any iterate is (in a multiclass problem a
     negative log-odds does not imply a wrong class, nor the reverse).
 
@@ -178,8 +180,10 @@ def pgd_attack(model: nn.Module, images: torch.Tensor, labels, radii, *, norm: s
         best_pred = torch.zeros(len(x), dtype=torch.int64, device=device)
         best_delta = delta.clone()
         any_wrong = torch.zeros(len(x), dtype=torch.bool, device=device)
+        first_lo = None
         for step in range(steps + 1):
             value, grad, lo, pred = _objective_and_grad(model, x + delta, y, objective)
+            first_lo = lo if first_lo is None else first_lo
             any_wrong |= pred != y
             better = value < best
             best = torch.where(better, value, best)
@@ -189,15 +193,14 @@ def pgd_attack(model: nn.Module, images: torch.Tensor, labels, radii, *, norm: s
             if step < steps:
                 delta = _project(delta - step_size * _expand(r, grad)
                                  * _steepest(grad, norm), r, norm)
-        return (best_lo.cpu(), best_pred.cpu(), any_wrong.cpu(),
+        return (best_lo.cpu(), first_lo.cpu(), best_pred.cpu(), any_wrong.cpu(),
                 _norm(best_delta.double(), norm).cpu())
 
     try:
         parts = run_chunked(len(images), size, chunk)
     finally:
         model.train(was_training)
-    values, predictions, wrong, norms = (torch.cat(column).numpy() for column in zip(*parts))
-    return AttackResult(values, predictions, wrong, norms)
+    return AttackResult(*(torch.cat(column).numpy() for column in zip(*parts)))
 
 
 @dataclass
@@ -235,6 +238,11 @@ def deepfool(model: nn.Module, images: torch.Tensor, labels, *, norm: str = "l2"
     its norm is the reported radius.
     """
     norm, device, dtype, _, labels = _prepare(model, images, labels, 1.0, norm)
+    candidates = _checks.check_count(candidates, "candidates")
+    max_iter = _checks.check_count(max_iter, "max_iter")
+    if refine_steps < 0 or overshoot < 0:
+        raise ValueError(f"refine_steps and overshoot must be >= 0, got {refine_steps} "
+                         f"and {overshoot}")
     size = batch_size or gradient_batch_size(tuple(images.shape[1:]), device)
     was_training = model.training
     model.eval()
@@ -530,9 +538,8 @@ def attack_study(model: nn.Module, samples: SampleSet, isotropy: ScoreStudy, *,
     def compute(i: int) -> dict:
         x, y = samples.images[i], int(samples.labels[i])
         rows = x.expand(len(radii), *shape)
-        first = first_order_attack(model, rows, y, radii, norm=norm, batch_size=batch_size)
         pgd = pgd_attack(model, rows, y, radii, norm=norm, steps=pgd_steps,
-                         batch_size=batch_size)
+                         batch_size=batch_size)      # its first iterate: the first-order step
         fool = deepfool(model, x[None], y, norm=norm, candidates=candidates,
                         batch_size=batch_size)
         # PGD by bisection below DeepFool's radius (or the cap where DeepFool failed)
@@ -544,7 +551,7 @@ def attack_study(model: nn.Module, samples: SampleSet, isotropy: ScoreStudy, *,
             grid_predictions=isotropy.predictions[i], bisect_steps=bisect_steps,
             batch_size=batch_size)
         grad = gradients(model, x[None], [y], batch_size=batch_size).log_odds_grad[0]
-        return dict(first_order_log_odds=first.log_odds, pgd_log_odds=pgd.log_odds,
+        return dict(first_order_log_odds=pgd.first_log_odds, pgd_log_odds=pgd.log_odds,
                     pgd_misclassified=pgd.misclassified,
                     random_min=isotropy.scores[i].min(axis=-1),
                     deepfool_radius=np.float64(fool.radius[0]),

@@ -336,7 +336,7 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
     log-odds, which separates the sigmoid's saturation from the network's
     own departure from linearity.
     """
-    from .firstorder import linear_regime_end, range_ratios
+    from .firstorder import departure_radii, range_ratios
 
     if not studies:
         return []
@@ -346,8 +346,7 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
     shares, ends_in_range, texts_b1, texts_b2 = [], [], [], []
 
     def ends(iso, study, ok, through_log_odds):
-        ratio = range_ratios(iso, study, through_log_odds=through_log_odds)
-        end = linear_regime_end(ratio, study.radii, ok, factor)[ok.any(axis=1)]
+        _, end = departure_radii(iso, study, ok, factor, through_log_odds=through_log_odds)
         text = (f"{int(np.isfinite(end).sum())} of {len(end)}, median "
                 + (f"r = {np.median(end):g}" if len(end) and np.isfinite(np.median(end))
                    else "none"))

@@ -351,7 +351,8 @@ def first_order_study(model: nn.Module, samples: SampleSet, *, radii: list[float
         skipped=skipped)
 
 
-def _check_aligned(measured: ScoreStudy, study: FirstOrderStudy) -> None:
+def check_aligned(measured: ScoreStudy, study: FirstOrderStudy) -> None:
+    """Raise a ValueError unless both studies hold the same samples, radii, T and norm."""
     if (measured.norm != study.norm or not np.array_equal(measured.ids, study.ids)
             or not np.allclose(measured.radii, study.radii)
             or measured.scores.shape[-1] != study.slopes.shape[-1]):
@@ -371,7 +372,7 @@ def range_ratios(measured: ScoreStudy, study: FirstOrderStudy, order: int = 1, *
     ``through_log_odds``: the first-order model of the log-odds (see
     :meth:`FirstOrderStudy.predicted_scores`).
     """
-    _check_aligned(measured, study)
+    check_aligned(measured, study)
     predicted = study.predicted_scores(order, through_log_odds=through_log_odds)
     scores = measured.scores
     if order == 2 or second_only:
@@ -433,3 +434,20 @@ def measurable(measured: ScoreStudy, samples: SampleSet, floor: float, *,
                                                norm=measured.norm) for r in measured.radii],
                           axis=1)[rows]
     return (np.ptp(measured.scores, axis=-1) > floor) & (distortion <= max_rounding)
+
+
+def departure_radii(measured: ScoreStudy, study: FirstOrderStudy, valid: np.ndarray,
+                    factor: float = 2.0, *, through_log_odds: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`linear_regime_end` for the samples measurable at some radius.
+
+    Returns (their ids, their first radius of departure; ``inf`` where the
+    first-order model of the score, or of the log-odds with
+    ``through_log_odds``, agrees at every measurable radius). Samples with no
+    measurable radius say nothing and are left out.
+    """
+    valid = np.asarray(valid, bool)
+    ratio = range_ratios(measured, study, through_log_odds=through_log_odds)
+    seen = valid.any(axis=1)
+    end = linear_regime_end(ratio, study.radii, valid, factor)
+    return study.ids[seen], end[seen]

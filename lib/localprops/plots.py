@@ -364,14 +364,14 @@ def taylor_vs_measured(measured: Sequence[ScoreStudy], studies: Sequence, *, ord
     and radius, coloured by radius. The diagonal is perfect agreement; the
     dotted lines bound agreement within ``factor``.
     """
-    from .firstorder import range_ratios
+    from .firstorder import check_aligned
 
     if not studies:
         raise ValueError("no study results to draw")
     fig, axes = _panel_grid(len(studies), columns, 4.2, 3.8, sharey=False)
     scatter = None
     for ax, iso, study in zip(axes.flat, measured, studies):
-        range_ratios(iso, study, order)             # checks that the two match
+        check_aligned(iso, study)
         radii = study.radii if order == 1 else study.second_radii
         predicted = study.predicted_scores(order)
         scores = iso.scores
