@@ -19,7 +19,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make book [PROFILE=ci|default|paper]  execute the notebooks and render _build/html"
 	@echo "make test                              run the test suite"
-	@echo "make bench                             run the benchmarks (python -m localprops.bench)"
+	@echo "make bench                             run the benchmarks (python -m localprops.tools.bench)"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,13 +34,13 @@ mathjax: $(STAMP)
 	bash scripts/fetch_mathjax.sh
 
 book: $(STAMP) mathjax
-	$(BIN)/python -m localprops.build --profile $(PROFILE)
+	$(BIN)/python -m localprops.tools.build --profile $(PROFILE)
 
 test: $(STAMP) mathjax
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m localprops.bench
+	$(BIN)/python -m localprops.tools.bench
 
 clean:
 	rm -rf _build

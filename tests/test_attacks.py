@@ -4,14 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
-from localprops import attacks
-from localprops.cache import ResultCache
-from localprops.sampling import RadialPerturbations
-from localprops.studies import SampleSet, score_study
-
 from conftest import SmoothNet
+from localprops.core.cache import ResultCache
+from localprops.core.sampling import RadialPerturbations
+from localprops.models.samples import SampleSet
+from localprops.studies import attacks
+from localprops.studies.scores import score_study
+from torch import nn
 
 
 class Affine(nn.Module):
@@ -257,7 +256,7 @@ def no_tf32():
 
 
 def test_gradients_and_attacks_agree_on_cuda(tiny_net, cuda_device, no_tf32):
-    from localprops import firstorder
+    from localprops.studies import firstorder
 
     x = images(3, (3, 12, 12), dtype=torch.float32)
     directions = torch.randn(4, 3, 12, 12, generator=torch.Generator().manual_seed(0))
@@ -349,9 +348,8 @@ def test_ratio_is_nan_where_no_adversarial_point_was_found():
 
 def test_out_of_memory_halves_the_chunk_of_every_gradient_pass(tiny_net):
     """Gradients, curvatures, PGD and DeepFool adapt their chunk, as evaluate does."""
-    from localprops import firstorder
-
     from conftest import OutOfMemoryOnce
+    from localprops.studies import firstorder
 
     x = images(6, (3, 12, 12), dtype=torch.float32)
     y = confident(tiny_net, x)

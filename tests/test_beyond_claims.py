@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from localprops import claims
-from localprops import attacks
-from localprops.attacks import AttackStudy
-from localprops.firstorder import FirstOrderStudy
-from localprops.studies import ScoreStudy
+from localprops.report import claims, scorecard
+from localprops.studies import attacks
+from localprops.studies.attacks import AttackStudy
+from localprops.studies.firstorder import FirstOrderStudy
+from localprops.studies.scores import ScoreStudy
 
 
 def pair(scale_at_large: float, model="m"):
@@ -30,25 +29,25 @@ def pair(scale_at_large: float, model="m"):
 def test_exact_prediction_contradicts_the_dismissal():
     iso, study = pair(scale_at_large=1.0)
     b1, b2 = claims.first_order_claims([iso], [study], {"m": np.ones((4, 3), bool)})
-    assert (b1.claim, b1.verdict) == ("B1", claims.NOT_SUPPORTED)
-    assert (b2.claim, b2.verdict) == ("B2", claims.NOT_SUPPORTED)
+    assert (b1.claim, b1.verdict) == ("B1", scorecard.NOT_SUPPORTED)
+    assert (b2.claim, b2.verdict) == ("B2", scorecard.NOT_SUPPORTED)
     assert "score model 0 of 4, median none" in b2.measured
 
 
 def test_departure_at_large_radius_ends_the_linear_regime():
     iso, study = pair(scale_at_large=10.0)
     b1, b2 = claims.first_order_claims([iso], [study], {"m": np.ones((4, 3), bool)})
-    assert b1.verdict == claims.NOT_SUPPORTED        # still exact at r = 1
-    assert b2.verdict == claims.SUPPORTED and "score model 4 of 4, median r = 20" in b2.measured
+    assert b1.verdict == scorecard.NOT_SUPPORTED        # still exact at r = 1
+    assert b2.verdict == scorecard.SUPPORTED and "score model 4 of 4, median r = 20" in b2.measured
     # nothing measurable: nothing agrees at r = 1
     b1, _ = claims.first_order_claims([iso], [study], {"m": np.zeros((4, 3), bool)})
-    assert b1.verdict == claims.SUPPORTED
+    assert b1.verdict == scorecard.SUPPORTED
     # shares are over measurable samples: one measurable sample that agrees is enough
     mask = np.zeros((4, 3), bool)
     mask[0] = True
     b1, b2 = claims.first_order_claims([iso], [study], {"m": mask})
-    assert b1.verdict == claims.NOT_SUPPORTED and "1 of 1 measurable" in b1.measured
-    assert b2.verdict == claims.SUPPORTED and "score model 1 of 1" in b2.measured
+    assert b1.verdict == scorecard.NOT_SUPPORTED and "1 of 1 measurable" in b1.measured
+    assert b2.verdict == scorecard.SUPPORTED and "score model 1 of 1" in b2.measured
 
 
 def attack(ratio, d=10_000, censored=None, l1_over_l2=None):
@@ -65,17 +64,17 @@ def test_ratio_rules():
     best = float(attacks.linear_ratio("l2", 10_000, T=50))     # 100 / 2.25 = 44.5
     assert best == pytest.approx(100 / attacks.expected_max_normal(50))
     b3, b4 = claims.attack_claims([attack([0.9 * best, best, 1.2 * best])])
-    assert b3.verdict == claims.SUPPORTED and b4.verdict == claims.SUPPORTED
+    assert b3.verdict == scorecard.SUPPORTED and b4.verdict == scorecard.SUPPORTED
     # the typical-direction value sqrt(D) = 100 is more than a factor 2 from best of T
     b3, _ = claims.attack_claims([attack([100, 110, 120])])
-    assert b3.verdict == claims.NOT_SUPPORTED
+    assert b3.verdict == scorecard.NOT_SUPPORTED
     b3, b4 = claims.attack_claims([attack([2, 3, 0.5])])
-    assert b3.verdict == claims.NOT_SUPPORTED and b4.verdict == claims.NOT_SUPPORTED
+    assert b3.verdict == scorecard.NOT_SUPPORTED and b4.verdict == scorecard.NOT_SUPPORTED
     b3, _ = claims.attack_claims([attack([best] * 3), attack([1, 2, 3])])
-    assert b3.verdict == claims.PARTLY
+    assert b3.verdict == scorecard.PARTLY
     b3, _ = claims.attack_claims([attack([best] * 3, censored=[False, True, True])])
     assert "2 lower bounds" in b3.measured
     failed = attack([best, best, best])
     failed.deepfool_radius[0] = failed.pgd_radius[0] = np.inf
     b3, b4 = claims.attack_claims([failed])
-    assert "1 without an adversarial point" in b3.measured and b4.verdict == claims.SUPPORTED
+    assert "1 without an adversarial point" in b3.measured and b4.verdict == scorecard.SUPPORTED

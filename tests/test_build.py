@@ -17,11 +17,15 @@ from types import SimpleNamespace
 
 import nbformat
 import pytest
+from localprops.tools import build as lpbuild
+from localprops.tools.profiles import (
+    Profile,
+    ProfileError,
+    ProfileWarning,
+    available_profiles,
+    load_profile,
+)
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-from localprops import build as lpbuild
-from localprops.profiles import (Profile, ProfileError, ProfileWarning,
-                                 available_profiles, load_profile)
 
 ROOT = Path(__file__).resolve().parents[1]
 MATHJAX = ROOT / "_build" / "vendor" / "mathjax" / "_static" / "mathjax"

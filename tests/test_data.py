@@ -1,4 +1,4 @@
-"""Tests of localprops.data: GTSRB arrays, ImageNet folders, sample selection."""
+"""Tests of localprops.models.data: GTSRB arrays, ImageNet folders, sample selection."""
 from __future__ import annotations
 
 import os
@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from localprops.core.philox import derive_seed
+from localprops.models import ResizeCrop, data, from_module
+from localprops.models.samples import select_samples
+from localprops.tools import assets
 from PIL import Image
 from torch import nn
-
-from localprops import data
-from localprops.models import ResizeCrop, from_module
-from localprops.philox import derive_seed
 
 
 def needs_env(variable: str) -> Path:
@@ -70,8 +70,8 @@ def test_gtsrb_eval_subset_is_stratified_and_fixed():
 
 def test_make_gtsrb_eval_subset_is_deterministic_and_spread():
     labels = np.repeat(np.arange(3), [30, 5, 12])
-    first = data.make_gtsrb_eval_subset(labels, per_class=4)
-    assert np.array_equal(first, data.make_gtsrb_eval_subset(labels, per_class=4))
+    first = assets.make_gtsrb_eval_subset(labels, per_class=4)
+    assert np.array_equal(first, assets.make_gtsrb_eval_subset(labels, per_class=4))
     assert np.bincount(labels[first]).tolist() == [4, 4, 4]
     assert first[0] == 0 and first[3] == 29          # first and last of class 0
 
@@ -96,7 +96,7 @@ def test_gtsrb_file_and_subset_agree():
     index = subset["test_index"]
     assert np.array_equal(arrays["x_test"][index], subset["images"])
     assert np.array_equal(arrays["y_test"][index], subset["labels"])
-    assert np.array_equal(index, data.make_gtsrb_eval_subset(arrays["y_test"]))
+    assert np.array_equal(index, assets.make_gtsrb_eval_subset(arrays["y_test"]))
 
 
 # ----------------------------------------------------------------- ImageNet
@@ -195,7 +195,7 @@ def _spec_and_images():
 @pytest.mark.parametrize("batch_size", [1, 2, 64])
 def test_select_samples_order_threshold_and_seeds(batch_size):
     spec, images, labels = _spec_and_images()
-    chosen = data.select_samples(spec, images, labels, n=2, batch_size=batch_size,
+    chosen = select_samples(spec, images, labels, n=2, batch_size=batch_size,
                                  base_seed=7)
     assert chosen.positions.tolist() == [0, 3]
     assert chosen.indices.tolist() == [0, 3]
@@ -208,7 +208,7 @@ def test_select_samples_order_threshold_and_seeds(batch_size):
 def test_select_samples_threshold_and_dataset_indices():
     spec, images, labels = _spec_and_images()
     with pytest.warns(UserWarning, match="only 4 of 6"):
-        chosen = data.select_samples(spec, images, labels, n=10, threshold=0.97,
+        chosen = select_samples(spec, images, labels, n=10, threshold=0.97,
                                      dataset_indices=[10, 11, 12, 13, 14, 15])
     assert chosen.positions.tolist() == [0, 2, 3, 4]
     assert chosen.indices.tolist() == [10, 12, 13, 14]
@@ -218,7 +218,7 @@ def test_select_samples_threshold_and_dataset_indices():
 def test_select_samples_warns_when_short():
     spec, images, labels = _spec_and_images()
     with pytest.warns(UserWarning, match="only 3 of 6"):
-        chosen = data.select_samples(spec, images, labels, n=5)
+        chosen = select_samples(spec, images, labels, n=5)
     assert chosen.positions.tolist() == [0, 3, 4]
 
 
@@ -232,14 +232,14 @@ def test_select_samples_warns_when_short():
 def test_select_samples_bad_arguments(kwargs, error):
     spec, images, labels = _spec_and_images()
     with pytest.raises(error):
-        data.select_samples(spec, images, labels, **kwargs)
+        select_samples(spec, images, labels, **kwargs)
 
 
 def test_select_samples_bad_labels_and_images():
     spec, images, labels = _spec_and_images()
     with pytest.raises(ValueError, match="labels must have shape"):
-        data.select_samples(spec, images, labels[:3], n=1)
+        select_samples(spec, images, labels[:3], n=1)
     with pytest.raises(TypeError, match="integers"):
-        data.select_samples(spec, images, labels.float(), n=1)
+        select_samples(spec, images, labels.float(), n=1)
     with pytest.raises(ValueError, match="raw pixel"):
-        data.select_samples(spec, images * 1000, labels, n=1)
+        select_samples(spec, images * 1000, labels, n=1)

@@ -1,12 +1,9 @@
 """evaluate() against a plain per-image loop on a tiny ConvNet."""
 import pytest
 import torch
-from torch import nn
-
-from localprops.engine import evaluate
-from localprops.sampling import PermutedPerturbations, RadialPerturbations
-
 from conftest import OutOfMemoryOnce
+from localprops.core.engine import evaluate
+from localprops.core.sampling import PermutedPerturbations, RadialPerturbations
 
 SHAPE = (3, 12, 12)
 
@@ -137,7 +134,7 @@ def test_cuda_matches_cpu(tiny_net, clean_image, cuda_device):
 
 
 def test_default_batch_size_is_small_on_cpu_and_large_on_gpu():
-    from localprops.engine import default_batch_size
+    from localprops.core.engine import default_batch_size
     assert default_batch_size((3, 224, 224), torch.device("cpu")) == 4
     assert default_batch_size((3, 32, 32), torch.device("cpu")) == 32
     assert default_batch_size((3, 2000, 2000), torch.device("cpu")) == 1

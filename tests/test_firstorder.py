@@ -4,14 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
-from localprops import firstorder
-from localprops.cache import ResultCache
-from localprops.sampling import RadialPerturbations
-from localprops.studies import SampleSet, score_study
-
 from conftest import SmoothNet
+from localprops.core.cache import ResultCache
+from localprops.core.sampling import RadialPerturbations
+from localprops.models.samples import SampleSet
+from localprops.studies import firstorder
+from localprops.studies.scores import score_study
+from torch import nn
 
 
 class LinearScore(nn.Module):

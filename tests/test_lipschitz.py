@@ -2,13 +2,17 @@
 import numpy as np
 import pytest
 import torch
+from localprops.core.philox import derive_seed
+from localprops.core.sampling import radial_perturbations
+from localprops.models.samples import SampleSet
+from localprops.studies.lipschitz import (
+    ZScoreNormalizer,
+    _operator_norm,
+    fit_normalizers,
+    global_lipschitz_bound,
+    lipschitz_study,
+)
 from torch import nn
-
-from localprops.lipschitz import (ZScoreNormalizer, _operator_norm, fit_normalizers,
-                                  global_lipschitz_bound, lipschitz_study)
-from localprops.philox import derive_seed
-from localprops.sampling import radial_perturbations
-from localprops.studies import SampleSet
 
 
 def make_samples(n=2):

@@ -1,4 +1,4 @@
-"""Tests of localprops.mantel: the Mantel test against scikit-bio and brute force."""
+"""Tests of localprops.core.mantel: the Mantel test against scikit-bio and brute force."""
 from __future__ import annotations
 
 import doctest
@@ -9,11 +9,10 @@ import numba
 import numpy as np
 import pytest
 import torch
+from localprops.core import mantel as mantel_module
+from localprops.core.mantel import mantel
 from scipy.spatial.distance import pdist, squareform
 from scipy.stats import rankdata
-
-from localprops import mantel as mantel_module
-from localprops.mantel import mantel
 
 ALTERNATIVES = ("two-sided", "greater", "less")
 

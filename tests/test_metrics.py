@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 import torch
+from localprops.core.distances import pairwise_distances
+from localprops.studies.lipschitz import MinMaxNormalizer, local_lipschitz_ratios
+from localprops.studies.scores import score_statistics
 from scipy.spatial.distance import cdist
-
-from localprops.metrics import (MinMaxNormalizer, local_lipschitz_ratios, pairwise_distances,
-                                score_statistics)
 
 
 def test_score_statistics_brute_force():

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from localprops import models
+from localprops.models import data
 from PIL import Image
 from torch import nn
-
-from localprops import data, models
 
 GTSRB_NAMES = ["gtsrb-ciresan", "gtsrb-aghdam"]
 

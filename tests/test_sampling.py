@@ -3,9 +3,13 @@ import math
 
 import pytest
 import torch
-
-from localprops.sampling import (PermutedPerturbations, RadialPerturbations, paper_radii,
-                                 permuted_perturbations, radial_perturbations)
+from localprops.core.sampling import (
+    PermutedPerturbations,
+    RadialPerturbations,
+    paper_radii,
+    permuted_perturbations,
+    radial_perturbations,
+)
 
 SHAPE = (3, 8, 8)
 RADII = [1e-3, 1.0, 2.5, 20.0]

@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from localprops import build as lpbuild
+from localprops.tools import build as lpbuild
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from localprops.cache import ResultCache
-from localprops.engine import evaluate
-from localprops.philox import derive_seed
-from localprops.sampling import PermutedPerturbations, RadialPerturbations
-from localprops.studies import SampleSet, float32_noise_floor, score_study
-
 from conftest import TinyConvNet
+from localprops.core.cache import ResultCache
+from localprops.core.engine import evaluate
+from localprops.core.philox import derive_seed
+from localprops.core.sampling import PermutedPerturbations, RadialPerturbations
+from localprops.models.samples import SampleSet
+from localprops.studies.scores import float32_noise_floor, score_study
 
 
 def make_samples(n=3, shape=(3, 12, 12)):
@@ -97,8 +96,8 @@ RUNNER = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from conftest import TinyConvNet
     from test_studies import make_samples
-    from localprops.cache import ResultCache
-    from localprops.studies import score_study
+    from localprops.core.cache import ResultCache
+    from localprops.studies.scores import score_study
 
     class Slow(TinyConvNet):
         def forward(self, x):
@@ -144,7 +143,7 @@ def test_killed_run_resumes_without_recomputing(tmp_path):
 
 
 def test_progress_bars_respect_tqdm_disable(monkeypatch):
-    from localprops.progress import progress_bar, progress_enabled
+    from localprops.core.progress import progress_bar, progress_enabled
     monkeypatch.setenv("TQDM_DISABLE", "1")
     assert not progress_enabled(True) and progress_bar(range(3), enabled=True).disable
     monkeypatch.setenv("TQDM_DISABLE", "0")
@@ -152,7 +151,7 @@ def test_progress_bars_respect_tqdm_disable(monkeypatch):
 
 
 def test_use_ieee_float32_turns_tf32_off():
-    from localprops.experiment import use_ieee_float32
+    from localprops.models.samples import use_ieee_float32
 
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True

@@ -2,12 +2,16 @@
 import numpy as np
 import pytest
 import torch
+from localprops.core.distances import pairwise_distances
+from localprops.core.mantel import mantel
+from localprops.core.philox import derive_seed
+from localprops.models.samples import SampleSet
+from localprops.studies.topology import (
+    alpha_matrix,
+    features_and_tangents,
+    topology_study,
+)
 from torch import nn
-
-from localprops.metrics import mantel, pairwise_distances
-from localprops.philox import derive_seed
-from localprops.studies import SampleSet
-from localprops.topology import alpha_matrix, features_and_tangents, topology_study
 
 
 def samples(n=2, shape=(3, 8, 8)):
@@ -56,7 +60,7 @@ def test_study_matches_a_direct_mantel_computation(tiny_net):
     s = samples(1, (3, 12, 12))
     study = topology_study(tiny_net, s, radii=[5.0], T=10, feature_layer="classifier.2",
                            model_name="tiny", permutations=99, seed=4, progress=False)
-    from localprops.sampling import radial_perturbations
+    from localprops.core.sampling import radial_perturbations
     nu = radial_perturbations((3, 12, 12), [5.0], 10, seed=s.seeds[0])[0]
     store = []
     h = dict(tiny_net.named_modules())["classifier.2"].register_forward_hook(

@@ -1,4 +1,4 @@
-"""Tests of localprops.train_gtsrb: split, augmentation, schedule, a tiny run."""
+"""Tests of localprops.tools.train_gtsrb: split, augmentation, schedule, a tiny run."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from localprops import data, gtsrb_nets, models, train_gtsrb
+from localprops import models
+from localprops.models import data, gtsrb_nets
+from localprops.tools import train_gtsrb
 
 
 def needs_env(variable: str) -> Path:
@@ -73,7 +74,7 @@ def test_learning_rate_schedule():
 def test_command_line_leaves_out_data_paths():
     line = train_gtsrb.command_line(["--model", "gtsrb-aghdam", "--data", "/x/y.npz",
                                      "--epochs", "3"])
-    assert line == "python -m localprops.train_gtsrb --model gtsrb-aghdam --epochs 3"
+    assert line == "python -m localprops.tools.train_gtsrb --model gtsrb-aghdam --epochs 3"
 
 
 def test_parameter_counts_match_the_documented_ones():

@@ -1,0 +1,278 @@
+"""Data: GTSRB arrays, ImageNet image folders, and clean-sample selection.
+
+Conventions: images handed to models are float tensors (N, 3, H, W) with raw
+pixel values in [0, 255]; the arrays in files are uint8 (N, H, W, 3).
+
+External data are never bundled: the functions read
+
+* ``LOCALPROPS_GTSRB``: path of the book's ``gtsrb32.npz`` (32x32 GTSRB,
+  train subset and the full official test set), or an explicit ``path``;
+* ``LOCALPROPS_IMAGENET``: a folder of ImageNet images, or an explicit
+  ``root``.
+
+What *is* bundled (``localprops/_assets``): a fixed class-stratified subset
+of the GTSRB test set (10 images per class, :func:`gtsrb_eval_subset`) so
+that the book runs without external data, and the list of the 1000
+ImageNet-1k classes (index, WordNet id, name; :func:`imagenet_classes`).
+
+:func:`select_samples` picks the clean samples the paper studies: images a
+model classifies correctly with probability above a threshold (0.99 in the
+paper), in input order, each with its own seed derived from its index in the
+source dataset, so that every model of a dataset sees the same perturbations
+of the same image.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, NamedTuple
+
+import numpy as np
+import torch
+
+from localprops.core import checks as _checks
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+
+GTSRB_ENV = "LOCALPROPS_GTSRB"
+IMAGENET_ENV = "LOCALPROPS_IMAGENET"
+ASSETS_DIR = Path(__file__).resolve().parent / "_assets"
+GTSRB_SUBSET_FILE = ASSETS_DIR / "gtsrb_eval_subset.npz"
+IMAGENET_CLASSES_FILE = ASSETS_DIR / "imagenet_classes.tsv"
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
+_WNID = re.compile(r"^(n\d{8})")
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A data file or folder the caller asked for is not available."""
+
+
+# ------------------------------------------------------------------ helpers
+def resolve_path(path: str | os.PathLike | None, env: str, what: str) -> Path:
+    """``path``, else the environment variable ``env``; raise if neither exists."""
+    if path is None:
+        value = os.environ.get(env)
+        if not value:
+            raise DataNotFoundError(
+                f"no {what} given: pass it explicitly or set the environment "
+                f"variable {env} (e.g. export {env}=/path/to/it)")
+        path = value
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataNotFoundError(f"{what} not found: {path} does not exist "
+                                f"(check the argument or ${env})")
+    return path
+
+
+def images_to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, H, W, 3) or (H, W, 3) -> float32 tensor (N, 3, H, W) in [0, 255].
+
+    Parameters
+    ----------
+    images : uint8 array or tensor, channels last, RGB.
+
+    Returns
+    -------
+    A contiguous float32 tensor, channels first, values unchanged (0..255).
+    """
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor)
+                        else images)
+    if x.dtype != torch.uint8:
+        raise TypeError(f"images must be uint8 (raw pixels), got {x.dtype}; "
+                        "float images already in (N, 3, H, W) need no conversion")
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"images must have shape (N, H, W, 3) or (H, W, 3), "
+                         f"got {tuple(x.shape)}")
+    return x.permute(0, 3, 1, 2).to(torch.float32).contiguous()
+
+
+def as_image_batch(images: np.ndarray | torch.Tensor, name: str = "images"
+                   ) -> torch.Tensor:
+    """Check / convert images to a float tensor (N, 3, H, W) in [0, 255].
+
+    uint8 arrays (N, H, W, 3) are converted with :func:`images_to_tensor`;
+    float tensors must already be (N, 3, H, W) with values in [0, 255].
+    """
+    if isinstance(images, np.ndarray) or (isinstance(images, torch.Tensor)
+                                          and images.dtype == torch.uint8):
+        if images.dtype != np.uint8 and images.dtype != torch.uint8:
+            raise TypeError(f"{name}: numpy images must be uint8 (N, H, W, 3); "
+                            f"got {images.dtype}. Pass float data as a torch "
+                            "tensor (N, 3, H, W) in [0, 255]")
+        return images_to_tensor(images)
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch tensor (N, 3, H, W) or a uint8 "
+                        f"array (N, H, W, 3), got {type(images).__name__}")
+    if not images.is_floating_point():
+        raise TypeError(f"{name} must be floating point (or uint8), got {images.dtype}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (N, 3, H, W), got "
+                         f"{tuple(images.shape)}")
+    _checks.check_finite(images, name)
+    if images.numel() and (images.min() < 0 or images.max() > 255):
+        raise ValueError(f"{name} must hold raw pixel values in [0, 255]; got the "
+                         f"range [{images.min().item():.3g}, {images.max().item():.3g}]"
+                         " (normalisation lives inside the model)")
+    return images
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -------------------------------------------------------------------- GTSRB
+def gtsrb_path(path: str | os.PathLike | None = None) -> Path:
+    """Path of ``gtsrb32.npz``: ``path`` or ``$LOCALPROPS_GTSRB``."""
+    return resolve_path(path, GTSRB_ENV, "GTSRB file gtsrb32.npz")
+
+
+def load_gtsrb(path: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+    """All arrays of the book's 32x32 GTSRB file.
+
+    Parameters
+    ----------
+    path : the ``gtsrb32.npz`` file; default ``$LOCALPROPS_GTSRB``.
+
+    Returns
+    -------
+    dict with ``x_train`` (19605, 32, 32, 3) uint8, ``y_train``,
+    ``track_train``, ``frame_train``, ``x_test`` (12630, 32, 32, 3) (the full
+    official test set in file order), ``y_test``, ``class_names`` (43,) and
+    the size / ROI arrays.
+    """
+    with np.load(gtsrb_path(path)) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+def gtsrb_eval_subset() -> dict[str, np.ndarray]:
+    """The bundled GTSRB evaluation subset (no external data needed).
+
+    10 images of every class of the official GTSRB test set (430 images),
+    chosen by :func:`make_gtsrb_eval_subset`.
+
+    Returns
+    -------
+    dict with ``images`` (430, 32, 32, 3) uint8, ``labels`` (430,) uint8,
+    ``test_index`` (430,) int64 (row in the official test set, i.e. in
+    ``load_gtsrb()["x_test"]``; use it as the sample's dataset index) and
+    ``class_names`` (43,).
+    """
+    with np.load(GTSRB_SUBSET_FILE) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+# ----------------------------------------------------------------- ImageNet
+def imagenet_classes() -> list[tuple[int, str, str]]:
+    """The 1000 ImageNet-1k classes as ``(index, wnid, name)``.
+
+    ``index`` is the position of the WordNet id in the sorted list of the
+    1000 ids: the class index used by torchvision, Caffe and the
+    EfficientNet-Lite checkpoints. ``name`` is torchvision's English name.
+    """
+    with open(IMAGENET_CLASSES_FILE, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    return [(int(r["index"]), r["wnid"], r["name"]) for r in rows]
+
+
+def wnid_to_index() -> dict[str, int]:
+    """WordNet id -> ImageNet-1k class index."""
+    return {wnid: index for index, wnid, _ in imagenet_classes()}
+
+
+class LabelledImages(NamedTuple):
+    """Images with their labels and the files they came from."""
+
+    images: torch.Tensor       #: float (N, 3, H, W) in [0, 255]
+    labels: torch.Tensor       #: int64 (N,), ImageNet-1k class indices
+    paths: list[Path]          #: source file of every image
+
+
+def _labelled_files(root: Path) -> list[tuple[Path, str]]:
+    """(file, wnid) pairs of a flat ``<wnid>_*.ext`` folder or a wnid ImageFolder."""
+    found = []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        relative = path.relative_to(root)
+        match = (_WNID.match(relative.parts[0]) if len(relative.parts) > 1
+                 else _WNID.match(path.name))
+        if match is None:
+            warnings.warn(f"skipping {path}: its name (or its folder) does not "
+                          "start with a WordNet id such as n01440764", stacklevel=3)
+            continue
+        found.append((path, match.group(1)))
+    return found
+
+
+def _open_rgb(path: Path) -> "Image.Image | None":
+    """The image as RGB, or None (with a warning) when it cannot be decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        warnings.warn(f"skipping {path}: cannot decode it as an image ({error})",
+                      stacklevel=3)
+        return None
+
+
+def load_imagenet_folder(root: str | os.PathLike | None,
+                         preprocess: Callable[["Image.Image"], torch.Tensor],
+                         limit: int | None = None) -> LabelledImages:
+    """Load and label the ImageNet images of a folder.
+
+    Parameters
+    ----------
+    root : folder of images named ``<wnid>_<anything>.<ext>`` (as the book's
+        sample), or an ImageFolder layout ``<root>/<wnid>/<file>``; ``None``
+        reads ``$LOCALPROPS_IMAGENET``.
+    preprocess : a model's preprocessing (``ModelSpec.preprocess``): PIL RGB
+        image -> float tensor (3, H, W) in [0, 255].
+    limit : keep the first ``limit`` decodable images (files in sorted order).
+
+    Returns
+    -------
+    LabelledImages(images, labels, paths). Greyscale / CMYK images are
+    converted to RGB; a file that cannot be decoded is skipped with a
+    warning naming it.
+    """
+    root = resolve_path(root, IMAGENET_ENV, "ImageNet image folder")
+    if not root.is_dir():
+        raise DataNotFoundError(f"{root} is not a folder of images")
+    if limit is not None:
+        limit = _checks.check_count(limit, "limit")
+    index_of = wnid_to_index()
+    images, labels, paths = [], [], []
+    for path, wnid in _labelled_files(root):
+        if wnid not in index_of:
+            warnings.warn(f"skipping {path}: {wnid} is not an ImageNet-1k class",
+                          stacklevel=2)
+            continue
+        image = _open_rgb(path)
+        if image is None:
+            continue
+        images.append(preprocess(image))
+        labels.append(index_of[wnid])
+        paths.append(path)
+        if limit is not None and len(images) >= limit:
+            break
+    if not images:
+        raise DataNotFoundError(f"no labelled ImageNet images found in {root}: "
+                                "file names must start with a WordNet id "
+                                "(n01440764_tench.JPEG) or sit in wnid folders")
+    return LabelledImages(torch.stack(images), torch.tensor(labels), paths)

@@ -1,0 +1,152 @@
+"""The paper's four ImageNet families, as torchvision defines them, on GTSRB.
+
+Aghdam, Heravi, Puig (VISAPP 2017) study AlexNet, GoogLeNet, VGG and ResNet
+trained on ImageNet. No ImageNet checkpoint of these families can be read
+offline here, so the book trains each family on GTSRB from torchvision's own
+definition (``weights=None``, ``num_classes=43``) with the same command as the
+two GTSRB nets (``python -m localprops.tools.train_gtsrb``). The families differ in
+what the paper's explanations turn on: depth, residual connections,
+inception branches, batch normalisation.
+
+Every net takes *normalised* 32x32 images (the wrapper
+:class:`localprops.models.Normalized` puts them on the [0, 255] scale) and
+starts with a fixed bilinear upsampling 32x32 -> 64x64 (no weights): the
+smallest size at which all four stems keep a spatial map (AlexNet's
+stride-4 stem collapses at 48x48).
+
+``gtsrb-alexnet``
+    ``torchvision.models.alexnet``. At 64x64 its last feature map is 1x1, and
+    torchvision's ``AdaptiveAvgPool2d((6, 6))`` only copies it 36 times; a
+    fully connected layer over 36 copies is a fully connected layer over the
+    256 values (summed weights), so the copies are dropped (pool to 1x1,
+    first FC 256 -> hidden): the same function class with 8.4 M fewer
+    weights. The two hidden FC layers are 1024 wide instead of 4096 (see
+    "widths" below).
+``gtsrb-vgg11bn``
+    ``torchvision.models.vgg11_bn``: VGG's shallowest depth, with batch
+    normalisation. Chosen because VGG-11-BN is the cheapest VGG to train on
+    two CPU cores (VGG-16 costs about 2.5x the multiply-adds) and batch
+    normalisation lets it train in a few epochs without VGG's staged
+    initialisation; the paper's point about VGG (a deep plain stack of 3x3
+    convolutions and max pooling) holds at every depth. At 64x64 the last
+    map is 2x2; ``AdaptiveAvgPool2d((7, 7))`` is an injective linear map of
+    it, so an FC over its output is an FC over the 2x2 map: the pool is
+    replaced by the identity on 2x2 and the first FC is 2048 -> hidden.
+    Hidden FC layers 1024 wide.
+``gtsrb-googlenet``
+    ``torchvision.models.googlenet`` without the auxiliary heads
+    (``aux_logits=False``), ``transform_input=False`` (the normalisation
+    lives in the wrapper). Unchanged otherwise.
+``gtsrb-resnet18``
+    ``torchvision.models.resnet18``, unchanged.
+
+Widths: torchvision's AlexNet and VGG heads are 4096 wide for 1,000
+classes at 224x224; kept, they would hold 35-70 % of all parameters of the
+two nets, make the weight files 80-140 MB each and slow the CPU training.
+Only these two heads are narrowed (to 1024); every convolution is
+torchvision's. The weights are stored in float16 (the trained float32
+weights rounded once; the recorded test accuracy is that of the rounded
+net, which is the net the book studies).
+
+The layer studied by the book (the one before the classifier) is the
+activation of the last hidden FC layer for AlexNet and VGG, and the global
+average pool (before the final FC) for GoogLeNet and ResNet.
+"""
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+#: Side the 32x32 images are upsampled to before the torchvision net.
+FAMILY_SIZE = 64
+#: Width of the hidden FC layers of the AlexNet and VGG heads.
+HEAD_WIDTH = 1024
+NUM_CLASSES = 43
+
+
+class _Upsampled(nn.Module):
+    """Fixed bilinear upsampling 32 -> 64, then a torchvision net ``net``."""
+
+    FEATURE_LAYER = ""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.upsample = nn.Upsample(size=(FAMILY_SIZE, FAMILY_SIZE),
+                                    mode="bilinear", align_corners=False)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, 43) of normalised images (N, 3, 32, 32)."""
+        return self.net(self.upsample(x))
+
+
+def _alexnet_head(in_features: int, num_classes: int) -> nn.Sequential:
+    """torchvision's AlexNet head (dropout first) with ``HEAD_WIDTH`` units."""
+    return nn.Sequential(
+        nn.Dropout(0.5), nn.Linear(in_features, HEAD_WIDTH), nn.ReLU(inplace=True),
+        nn.Dropout(0.5), nn.Linear(HEAD_WIDTH, HEAD_WIDTH), nn.ReLU(inplace=True),
+        nn.Linear(HEAD_WIDTH, num_classes))
+
+
+def _vgg_head(in_features: int, num_classes: int) -> nn.Sequential:
+    """torchvision's VGG head (dropout after ReLU) with ``HEAD_WIDTH`` units."""
+    return nn.Sequential(
+        nn.Linear(in_features, HEAD_WIDTH), nn.ReLU(inplace=True), nn.Dropout(0.5),
+        nn.Linear(HEAD_WIDTH, HEAD_WIDTH), nn.ReLU(inplace=True), nn.Dropout(0.5),
+        nn.Linear(HEAD_WIDTH, num_classes))
+
+
+class AlexNetGTSRB(_Upsampled):
+    """torchvision AlexNet on 64x64 (pool of the 1x1 map, 1024-wide head)."""
+
+    FEATURE_LAYER = "net.classifier.5"
+
+    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
+        net = torchvision.models.alexnet(weights=None, num_classes=num_classes)
+        net.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        net.classifier = _alexnet_head(256, num_classes)
+        super().__init__(net)
+
+
+class VGG11BNGTSRB(_Upsampled):
+    """torchvision VGG-11-BN on 64x64 (2x2 map kept, 1024-wide head)."""
+
+    FEATURE_LAYER = "net.classifier.4"
+
+    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
+        net = torchvision.models.vgg11_bn(weights=None, num_classes=num_classes)
+        net.avgpool = nn.AdaptiveAvgPool2d((2, 2))
+        net.classifier = _vgg_head(512 * 2 * 2, num_classes)
+        super().__init__(net)
+
+
+class GoogLeNetGTSRB(_Upsampled):
+    """torchvision GoogLeNet on 64x64, no auxiliary heads."""
+
+    FEATURE_LAYER = "net.dropout"
+
+    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
+        net = torchvision.models.googlenet(weights=None, num_classes=num_classes,
+                                           aux_logits=False, transform_input=False,
+                                           init_weights=True)
+        super().__init__(net)
+
+
+class ResNet18GTSRB(_Upsampled):
+    """torchvision ResNet-18 on 64x64, unchanged."""
+
+    FEATURE_LAYER = "net.avgpool"
+
+    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
+        super().__init__(torchvision.models.resnet18(weights=None,
+                                                     num_classes=num_classes))
+
+
+#: Model name -> class, merged into the GTSRB registry.
+FAMILIES: dict[str, type[_Upsampled]] = {
+    "gtsrb-alexnet": AlexNetGTSRB,
+    "gtsrb-googlenet": GoogLeNetGTSRB,
+    "gtsrb-vgg11bn": VGG11BNGTSRB,
+    "gtsrb-resnet18": ResNet18GTSRB,
+}

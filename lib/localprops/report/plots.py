@@ -1,0 +1,502 @@
+"""Figures of the book, drawn from study results (never from hard-coded numbers).
+
+The book, the scorecard and a reader's own notebook draw the same figure from
+the same results through these functions.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.lines import Line2D
+
+from localprops.studies.scores import ScoreStudy
+
+_RANGE_FLOOR = 1e-12     # log axes cannot show a range of exactly zero
+
+
+def _radius_labels(radii: np.ndarray) -> list[str]:
+    return [f"{r:g}" for r in radii]
+
+
+def _panel_grid(n: int, columns: int, width: float, height: float, sharey: bool = True
+                ) -> tuple[plt.Figure, np.ndarray]:
+    """A figure with one panel per model, ``columns`` per row, unused panels hidden."""
+    columns = min(columns, n)
+    rows = int(np.ceil(n / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows),
+                             squeeze=False, sharey=sharey, constrained_layout=True)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def score_range_panels(studies: Sequence[ScoreStudy], *,
+                       noise_floors: Mapping[str, float] | None = None,
+                       title: str | None = None, columns: int = 3,
+                       jitter: float = 0.18, seed: int = 0) -> plt.Figure:
+    """The paper's Fig. 1 / Fig. 3 form: one panel per model.
+
+    x: radius (as categories, since the paper's eps is far from 1..20); y: the
+    score range max - min over the ``T`` perturbations, log scale, one marker
+    per sample and radius; colour: the mean score; a square where at least one
+    perturbed image was misclassified, a circle otherwise. A dashed line marks
+    each model's float32 noise floor when given.
+    """
+    if not studies:
+        raise ValueError("no study results to draw")
+    fig, axes = _panel_grid(len(studies), columns, 4.6, 3.6)
+    rng = np.random.default_rng(seed)
+    scatter = None
+    for ax, study in zip(axes.flat, studies):
+        stats = study.statistics
+        n_samples, n_radii = stats.range.shape
+        xs = np.arange(n_radii)[None, :] + rng.uniform(-jitter, jitter, (n_samples, n_radii))
+        ranges = np.maximum(stats.range, _RANGE_FLOOR)
+        for marker, mask in (("o", ~stats.any_misclassified), ("s", stats.any_misclassified)):
+            if mask.any():
+                scatter = ax.scatter(xs[mask], ranges[mask], c=stats.mean[mask], cmap="viridis",
+                                     vmin=0, vmax=1, marker=marker, s=16, linewidths=0.3,
+                                     edgecolors="k")
+        if noise_floors and study.model in noise_floors:
+            ax.axhline(max(noise_floors[study.model], _RANGE_FLOOR), ls="--", c="crimson",
+                       lw=1)
+        ax.set_yscale("log")
+        if (stats.range < _RANGE_FLOOR).any():
+            ax.text(0.01, 0.01, f"ranges below {_RANGE_FLOOR:g} (or exactly 0) drawn at "
+                    f"{_RANGE_FLOOR:g}", transform=ax.transAxes, fontsize=6, color="0.4")
+        ax.set_xticks(np.arange(n_radii), _radius_labels(study.radii), rotation=90,
+                      fontsize=7)
+        ax.set_title(f"{study.model} ({study.kind}, {study.norm}, S={n_samples})", fontsize=9)
+        ax.set_xlabel(f"radius r ({study.norm}, pixel units 0-255)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("score range max - min")
+    if scatter is not None:
+        fig.colorbar(scatter, ax=axes, shrink=0.8, label="mean true-class score")
+    handles = [Line2D([], [], marker="o", ls="", c="grey", label="all T correct"),
+               Line2D([], [], marker="s", ls="", c="grey", label="some misclassified")]
+    if noise_floors:
+        handles.append(Line2D([], [], ls="--", c="crimson", label="float32 noise floor"))
+    axes.flat[0].legend(handles=handles, fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def score_range_summary(studies: Sequence[ScoreStudy], *, ax: plt.Axes | None = None,
+                        label_kind: bool = False) -> plt.Axes:
+    """Median and interquartile band of the score range per radius, per model."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    names = list(dict.fromkeys(study.model for study in studies))
+    colors = {name: f"C{i % 10}" for i, name in enumerate(names)}
+    for study in studies:
+        ranges = np.maximum(study.statistics.range, _RANGE_FLOOR)
+        q25, q50, q75 = np.quantile(ranges, [0.25, 0.5, 0.75], axis=0)
+        x = np.arange(len(study.radii))
+        label = f"{study.model} ({study.kind})" if label_kind else study.model
+        ax.plot(x, q50, marker=".", label=label, color=colors[study.model],
+                ls="-" if study.kind == "isotropy" else "--")
+        ax.fill_between(x, q25, q75, alpha=0.15, color=colors[study.model])
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(len(studies[0].radii)), _radius_labels(studies[0].radii),
+                  rotation=90, fontsize=7)
+    ax.set_xlabel(f"radius r ({studies[0].norm})")
+    ax.set_ylabel("score range (median, IQR band)")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def _to_rgb(image) -> np.ndarray:
+    """(3, H, W) tensor or array in [0, 255] -> (H, W, 3) floats in [0, 1] for imshow."""
+    a = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image, dtype=float)
+    return np.clip(a.transpose(1, 2, 0) / 255.0, 0, 1)
+
+
+def permutation_pair(image, nu_a, nu_b, *, score_a: float, score_b: float,
+                     clean_score: float, radius: float, norm: str,
+                     class_name: str = "") -> plt.Figure:
+    """The paper's Fig. 2 idea on real data: one perturbation, one permutation of it.
+
+    Shows the clean image, both perturbations (magnified to fill the grey
+    range, with the factor in the title), both perturbed images and the
+    true-class score of each.
+    """
+    nu_a = np.asarray(nu_a.detach().cpu() if hasattr(nu_a, "detach") else nu_a, dtype=float)
+    nu_b = np.asarray(nu_b.detach().cpu() if hasattr(nu_b, "detach") else nu_b, dtype=float)
+    peak = max(np.abs(nu_a).max(), np.abs(nu_b).max())
+    magnify = 127.5 / peak
+    fig, axes = plt.subplots(1, 5, figsize=(13, 3), constrained_layout=True)
+    panels = [
+        (image, f"clean: score {clean_score:.4f}"),
+        (127.5 + magnify * nu_a, f"nu_1 (x{magnify:.0f})"),
+        (127.5 + magnify * nu_b, f"nu_2 = permuted nu_1 (x{magnify:.0f})"),
+        (np.asarray(image.cpu() if hasattr(image, "cpu") else image) + nu_a,
+         f"x + nu_1: score {score_a:.4f}"),
+        (np.asarray(image.cpu() if hasattr(image, "cpu") else image) + nu_b,
+         f"x + nu_2: score {score_b:.4f}"),
+    ]
+    for ax, (img, title) in zip(axes, panels):
+        ax.imshow(_to_rgb(img), interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{class_name}: two perturbations with the same values, {norm} radius "
+                 f"{radius:g} (||nu_1|| = ||nu_2||)", fontsize=10)
+    return fig
+
+
+def isotropy_vs_symmetry(isotropy: Sequence[ScoreStudy], symmetry: Sequence[ScoreStudy]
+                         ) -> plt.Figure:
+    """Median score range per radius: random directions (solid) against permutations (dashed)."""
+    fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
+    score_range_summary(list(isotropy) + list(symmetry), ax=ax, label_kind=True)
+    ax.set_title("isotropy (solid) against symmetry (dashed), same samples")
+    return fig
+
+
+def symmetry_illustration(study: ScoreStudy, images, seeds: Sequence[int],
+                          clean_scores: Sequence[float], *, radius: float,
+                          sample: int = 0, class_names: Sequence[str] | None = None
+                          ) -> plt.Figure:
+    """:func:`permutation_pair` for the two permutations whose scores differ most.
+
+    Parameters
+    ----------
+    study : a symmetry :class:`ScoreStudy`; images, seeds, clean_scores : its
+        samples (a :class:`~localprops.studies.SampleSet`'s fields, same order).
+    radius : the radius to show (the closest one studied is used).
+    sample : which sample.
+    """
+    from localprops.core.sampling import PermutedPerturbations
+
+    if study.kind != "symmetry":
+        raise ValueError("symmetry_illustration needs a symmetry study")
+    r_index = int(np.argmin(np.abs(study.radii - radius)))
+    t = study.scores.shape[-1]
+    scores = study.scores[sample, r_index]
+    a, b = int(np.argmax(scores)), int(np.argmin(scores))
+    source = PermutedPerturbations(tuple(images.shape[1:]), study.radii.tolist(), t,
+                                   study.norm, int(seeds[sample]))
+    nu = source.rows(r_index * t, (r_index + 1) * t)
+    label = int(study.labels[sample])
+    name = class_names[label] if class_names is not None else f"class {label}"
+    return permutation_pair(images[sample], nu[a], nu[b], score_a=float(scores[a]),
+                            score_b=float(scores[b]), clean_score=float(clean_scores[sample]),
+                            radius=float(study.radii[r_index]), norm=study.norm,
+                            class_name=f"{study.model}, {name}")
+
+
+def kernels_and_spectra(conv, spectra, *, n: int = 8, title: str = "") -> plt.Figure:
+    """First-layer kernels (top row, RGB) and their gain |F(K)| summed over colours."""
+    import torch
+
+    n = min(n, conv.weight.shape[0])
+    weight = conv.weight.detach().cpu().double()[:n]
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), constrained_layout=True)
+    for k in range(n):
+        w = weight[k]
+        w = (w - w.min()) / (w.max() - w.min() + 1e-12)
+        axes[0, k].imshow(w.permute(1, 2, 0).numpy() if w.shape[0] == 3 else w[0].numpy(),
+                          interpolation="nearest")
+        axes[1, k].imshow(torch.as_tensor(spectra[k]).sum(0).numpy(), cmap="magma")
+        axes[0, k].set_title(f"kernel {k}", fontsize=8)
+        for ax in axes[:, k]:
+            ax.axis("off")
+    axes[1, 0].set_title("|F(K)|", fontsize=8, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def spectra_pair(power, *, radial_profiles=None, title: str = "") -> plt.Figure:
+    """Power spectra (log, summed over channels) of a perturbation and its permutation."""
+    p = np.asarray(power)
+    panels = 3 if radial_profiles is not None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.4), constrained_layout=True)
+    vmin, vmax = np.log10(p.sum(1)).min(), np.log10(p.sum(1)).max()
+    for k, name in enumerate(["|F(nu_1)|^2", "|F(nu_2)|^2 (permuted)"]):
+        im = axes[k].imshow(np.log10(p[k].sum(0)), cmap="viridis", vmin=vmin, vmax=vmax)
+        axes[k].set_title(name, fontsize=9)
+        axes[k].axis("off")
+    fig.colorbar(im, ax=axes[:2], shrink=0.8, label="log10 power")
+    if radial_profiles is not None:
+        for profile, name in zip(radial_profiles, ["nu_1", "nu_2"]):
+            axes[2].plot(profile, label=name)
+        axes[2].set_xlabel("spatial frequency |k|")
+        axes[2].set_ylabel("mean power")
+        axes[2].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def response_gaps(gaps, *, title: str = "") -> plt.Figure:
+    """Absolute and relative gap between responses to a perturbation and its permutations.
+
+    ``gaps`` is a list of :class:`localprops.studies.frequency.ResponseGap` (one per
+    model and layer).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    for gap in gaps:
+        label = getattr(gap, "label", gap.layer)
+        axes[0].loglog(gap.radii, gap.absolute, marker="o", label=label)
+        axes[1].semilogx(gap.radii, gap.relative, marker="o", label=label)
+    axes[0].set_ylabel("||f(x + nu_1) - f(x + nu_2)||")
+    axes[1].set_ylabel("gap / ||f(x + nu_1) - f(x)||")
+    for ax in axes:
+        ax.set_xlabel("radius r")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def mantel_by_radius(studies, *, columns: int = 3) -> plt.Figure:
+    """The paper's Fig. 4 form with controls: Mantel statistic per radius, per model.
+
+    Boxes: the model's feature layer over samples. Lines: medians of the
+    control maps on the same points (random linear map, the model's Jacobian
+    at x). Grey band: the paper's reported range -0.1 < rho < 0.1.
+    """
+    if not studies:
+        raise ValueError("no topology results to draw")
+    fig, axes = _panel_grid(len(studies), columns, 4.8, 3.6)
+    for ax, study in zip(axes.flat, studies):
+        x = np.arange(len(study.radii))
+        ax.axhspan(-0.1, 0.1, color="0.9", zorder=0, label="paper: -0.1 < rho < 0.1")
+        ax.boxplot([study.rho["model"][:, r] for r in x], positions=x, widths=0.5,
+                   medianprops={"color": "k"},
+                   showfliers=True, flierprops={"markersize": 3})
+        for name, style in (("linear", "C1--"), ("jacobian", "C2:")):
+            ax.plot(x, np.median(study.rho[name], axis=0), style, marker=".",
+                    label=f"{name} map (median)")
+        ax.set_xticks(x, _radius_labels(study.radii), rotation=90, fontsize=7)
+        ax.set_xlabel(f"radius r ({study.norm})")
+        ax.set_title(f"{study.model} (S={len(study.ids)})", fontsize=9)
+        ax.set_ylim(-0.5, 1.05)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("Mantel statistic rho")
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def mixed_radii(studies) -> plt.Figure:
+    """Mantel statistic at one radius (median over radii) against points spread over radii."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6), constrained_layout=True)
+    names = [s.model for s in studies]
+    x = np.arange(len(studies))
+    width = 0.25
+    ax.bar(x - width, [np.median(s.rho["model"]) for s in studies], width,
+           label="model, one radius (median)")
+    ax.bar(x, [np.median(s.mixed_rho) for s in studies], width,
+           label="model, points over all radii")
+    ax.bar(x + width, [np.median(s.mixed_linear_rho) for s in studies], width,
+           label="random linear map, all radii")
+    ax.axhspan(-0.1, 0.1, color="0.9", zorder=0)
+    ax.set_xticks(x, names, fontsize=8)
+    ax.set_ylabel("Mantel statistic rho")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def lipschitz_illustration() -> plt.Figure:
+    """Two functions with the same global Lipschitz constant (1), different locally.
+
+    ``f1(t) = t`` has slope 1 everywhere; ``f2(t) = 5 tanh(t / 5)`` has slope
+    1 only at 0 and contracts more and more for ``|t| > 5``. A global constant
+    cannot tell them apart; local ratios can (the idea of the paper's Fig. 5).
+    """
+    t = np.linspace(-15, 15, 601)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    axes[0].plot(t, t, label="f1(t) = t")
+    axes[0].plot(t, 5 * np.tanh(t / 5), label="f2(t) = 5 tanh(t/5)")
+    axes[1].plot(t, np.ones_like(t), label="f1'(t)")
+    axes[1].plot(t, 1 / np.cosh(t / 5) ** 2, label="f2'(t)")
+    for ax in axes:
+        ax.axvspan(-5, 5, color="0.92", zorder=0)
+        ax.set_xlabel("t")
+        ax.legend(fontsize=8)
+    axes[0].set_title("same global Lipschitz constant (1)", fontsize=9)
+    axes[1].set_title("derivatives: alike for |t| < 5 (grey), not beyond", fontsize=9)
+    return fig
+
+
+def lipschitz_scatter(studies, *, reading: str = "minmax", columns: int = 3) -> plt.Figure:
+    """The paper's Fig. 6 form: output against input distance of every perturbed point.
+
+    Colour: radius (colder = smaller). Black: first-order polynomial fit;
+    blue: second-order fit. The dashed diagonal is L_x = 1.
+    """
+    if not studies:
+        raise ValueError("no Lipschitz results to draw")
+    fig, axes = _panel_grid(len(studies), columns, 4.6, 3.8, sharey=False)
+    for ax, study in zip(axes.flat, studies):
+        x = study.input_distance[reading]
+        y = study.output_distance[reading]
+        radius = np.broadcast_to(study.radii[None, :, None], x.shape)
+        sc = ax.scatter(x.ravel(), y.ravel(), c=np.log10(radius.ravel()), cmap="coolwarm",
+                        s=4, alpha=0.6)
+        grid = np.linspace(0, x.max(), 100)
+        for degree, color in ((1, "k"), (2, "b")):
+            coef = np.polyfit(x.ravel(), y.ravel(), degree)
+            ax.plot(grid, np.polyval(coef, grid), color=color, lw=1.2,
+                    label=f"degree {degree} fit")
+        top = max(x.max(), y.max())
+        ax.plot([0, top], [0, top], "k--", lw=0.7, label="L_x = 1")
+        ax.set_xlim(0, x.max() * 1.05)
+        ax.set_ylim(0, y.max() * 1.05)
+        ax.set_xlabel(f"||h(x + nu) - h(x)|| ({reading})")
+        ax.set_ylabel("||g(Phi(x + nu)) - g(Phi(x))||")
+        ax.set_title(f"{study.model} (S={len(study.ids)})", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.colorbar(sc, ax=axes, shrink=0.8, label="log10 radius")
+    return fig
+
+
+# ------------------------------------------------ beyond the paper (chapter 08)
+def taylor_vs_measured(measured: Sequence[ScoreStudy], studies: Sequence, *, order: int = 1,
+                       factor: float = 2.0, columns: int = 3) -> plt.Figure:
+    """Predicted against measured score range, one panel per model, log-log.
+
+    ``studies`` are :class:`localprops.studies.firstorder.FirstOrderStudy` results for
+    the same samples as ``measured`` (isotropy studies); one marker per sample
+    and radius, coloured by radius. The diagonal is perfect agreement; the
+    dotted lines bound agreement within ``factor``.
+    """
+    from localprops.studies.firstorder import check_aligned
+
+    if not studies:
+        raise ValueError("no study results to draw")
+    fig, axes = _panel_grid(len(studies), columns, 4.2, 3.8, sharey=False)
+    scatter = None
+    for ax, iso, study in zip(axes.flat, measured, studies):
+        check_aligned(iso, study)
+        radii = study.radii if order == 1 else study.second_radii
+        predicted = study.predicted_scores(order)
+        scores = iso.scores
+        if order == 2:
+            scores = scores[:, study.second_index, :predicted.shape[-1]]
+        x = np.maximum(np.ptp(scores, axis=-1), _RANGE_FLOOR)
+        y = np.maximum(np.ptp(predicted, axis=-1), _RANGE_FLOOR)
+        colour = np.broadcast_to(np.log10(radii)[None, :], x.shape)
+        scatter = ax.scatter(x.ravel(), y.ravel(), c=colour.ravel(), cmap="plasma", s=14,
+                             linewidths=0.3, edgecolors="k")
+        low, high = min(x.min(), y.min()) / 2, max(x.max(), y.max()) * 2
+        line = np.array([low, high])
+        ax.plot(line, line, c="k", lw=0.8)
+        ax.plot(line, line * factor, c="k", lw=0.6, ls=":")
+        ax.plot(line, line / factor, c="k", lw=0.6, ls=":")
+        ax.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high))
+        ax.set_title(f"{study.model} ({study.norm}, order {order})", fontsize=9)
+        ax.set_xlabel("measured score range")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("predicted score range")
+    if scatter is not None:
+        fig.colorbar(scatter, ax=axes, shrink=0.8, label="log10 radius")
+    return fig
+
+
+def agreement_by_radius(measured: Sequence[ScoreStudy], studies: Sequence,
+                        valid: Mapping[str, np.ndarray], *, factor: float = 2.0,
+                        ax: plt.Axes | None = None) -> plt.Axes:
+    """Share of measurable samples whose predicted range is within ``factor`` of the measured one.
+
+    Solid lines: first order at every radius; markers: second order at its
+    radii. ``valid`` maps a model to its (S, R) mask of measurable ranges
+    (:func:`localprops.studies.firstorder.measurable`); the share at a radius is over
+    the samples measurable there (no point where there is none).
+    """
+    from localprops.studies.firstorder import range_ratios
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    for i, (iso, study) in enumerate(zip(measured, studies)):
+        colour = f"C{i % 10}"
+        ok_all = np.asarray(valid[study.model], bool)
+        for order in (1, 2):
+            if order == 2 and not len(study.second_radii):
+                continue
+            ratio = range_ratios(iso, study, order)
+            ok = ok_all[:, study.second_index] if order == 2 else ok_all
+            with np.errstate(invalid="ignore"):
+                agree = (ok & (ratio >= 1 / factor) & (ratio <= factor)).sum(axis=0)
+                share = np.where(ok.any(axis=0), agree / np.maximum(ok.sum(axis=0), 1),
+                                 np.nan)
+            radii = study.radii if order == 1 else study.second_radii
+            ax.plot(radii, share, color=colour, marker="." if order == 1 else "x",
+                    ls="-" if order == 1 else "", ms=4 if order == 1 else 8,
+                    label=f"{study.model}" + (" (second order)" if order == 2 else ""))
+    ax.set_xscale("log")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel(f"radius r ({studies[0].norm})")
+    ax.set_ylabel(f"share of measurable samples within x{factor:g}")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def attack_scores(studies: Sequence, *, columns: int = 3) -> plt.Figure:
+    """How far the score falls: worst of ``T`` random directions, first-order step, PGD.
+
+    ``studies`` are :class:`localprops.studies.attacks.AttackStudy` results. The y
+    axis is ``1 - s`` on a log scale (``s`` the true-class score), so both a
+    fall from 0.9999 to 0.999 and one to 0 are visible; lines are medians over
+    samples, bands the interquartile range.
+    """
+    if not studies:
+        raise ValueError("no study results to draw")
+    fig, axes = _panel_grid(len(studies), columns, 4.4, 3.4)
+    for ax, study in zip(axes.flat, studies):
+        series = (("worst of T random", "C0", 1.0 - study.random_min),
+                  ("first-order step", "C1", 1.0 / (1.0 + np.exp(study.first_order_log_odds))),
+                  ("PGD", "C3", 1.0 / (1.0 + np.exp(study.pgd_log_odds))))
+        for label, colour, values in series:
+            drop = np.maximum(values, _RANGE_FLOOR)
+            q25, q50, q75 = np.quantile(drop, [0.25, 0.5, 0.75], axis=0)
+            ax.plot(study.radii, q50, color=colour, marker=".", label=label)
+            ax.fill_between(study.radii, q25, q75, color=colour, alpha=0.15)
+        ax.set(xscale="log", yscale="log")
+        ax.axhline(0.5, color="0.5", lw=0.6, ls=":")
+        ax.set_title(f"{study.model} ({study.norm}, S={len(study.ids)})", fontsize=9)
+        ax.set_xlabel(f"radius r ({study.norm})")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("1 - true-class score")
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def radius_ratios(studies: Sequence, *, ax: plt.Axes | None = None) -> plt.Axes:
+    """Random over adversarial smallest misclassifying radius, per model and sample.
+
+    Dots are samples (an upward triangle where no random direction
+    misclassified up to the search cap: a lower bound). The segments are what
+    a linear classifier gives for this sampler and norm
+    (:func:`localprops.studies.attacks.linear_ratio`, median over the samples'
+    gradients): solid for a typical direction (sqrt(D) in L2, the law of
+    Fawzi et al.), dashed for the best of ``T``, which the dots measure.
+    """
+    from localprops.studies.attacks import linear_ratio
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    for i, study in enumerate(studies):
+        ratio = study.ratio
+        x = i + np.linspace(-0.15, 0.15, len(ratio)) if len(ratio) > 1 else np.full(1, i)
+        for censored, marker in ((False, "o"), (True, "^")):
+            mask = study.random_censored == censored
+            if mask.any():
+                ax.scatter(x[mask], ratio[mask], marker=marker, s=18, color=f"C{i % 10}",
+                           edgecolors="k", linewidths=0.3)
+        typical = np.median(linear_ratio(study.norm, study.dimension, study.l1_over_l2))
+        ax.hlines(typical, i - 0.3, i + 0.3, colors="k", lw=1.2)
+        ax.hlines(np.median(study.linear_ratio), i - 0.3, i + 0.3, colors="k", lw=1, ls="--")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(studies)), [f"{s.model}\n({s.norm}, D={s.dimension})"
+                                        for s in studies], fontsize=7)
+    ax.set_ylabel("random / adversarial radius")
+    ax.legend(handles=[Line2D([], [], c="k", label="linear classifier, typical direction"),
+                       Line2D([], [], c="k", ls="--", label="linear classifier, best of T"),
+                       Line2D([], [], marker="^", ls="", c="grey",
+                              label="no random flip up to the cap")], fontsize=7,
+              loc="lower right")
+    return ax

@@ -1,0 +1,79 @@
+"""Verdict rows, their tables and their persistence: what the scorecard reads.
+
+Every chapter turns its measurements into :class:`Verdict` rows with the rules
+of :mod:`localprops.report.claims`, shows them with :func:`as_table` and saves
+them with :func:`save_verdicts`; the scorecard chapter reads them back with
+:func:`load_verdicts`. Nothing here computes a result.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+SUPPORTED, PARTLY, NOT_SUPPORTED = "supported", "partly", "not supported"
+
+
+@dataclass
+class Verdict:
+    """One claim of the paper, our measurement and our verdict."""
+
+    claim: str
+    paper: str
+    measured: str
+    rule: str
+    verdict: str
+    models: str = ""
+    setting: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def as_table(verdicts: Sequence[Verdict], columns: Sequence[str] = ("claim", "paper",
+             "measured", "verdict")) -> str:
+    """A Markdown table of verdicts (for ``IPython.display.Markdown``)."""
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    rows = ["| " + " | ".join(str(getattr(v, c)).replace("|", "/") for c in columns) + " |"
+            for v in verdicts]
+    return head + "\n".join(rows)
+
+
+def save_verdicts(verdicts: Sequence[Verdict], chapter: str, profile: str,
+                  root: str | None = None) -> str:
+    """Write a chapter's verdicts as JSON for the scorecard; returns the path.
+
+    Stored under ``<cache>/verdicts/<profile>/<chapter>.json`` with the code
+    version, so the scorecard can show where each row comes from.
+    """
+    import json
+    import os
+
+    from localprops.core.cache import cache_dir, code_version
+
+    folder = os.path.join(root or cache_dir(), "verdicts", profile)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{chapter}.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as file:
+        json.dump({"chapter": chapter, "profile": profile, "code": code_version(),
+                   "verdicts": [v.as_dict() for v in verdicts]}, file, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
+def load_verdicts(profile: str, root: str | None = None) -> list[dict]:
+    """All saved verdict rows of a profile, each with its chapter and code version."""
+    import glob
+    import json
+    import os
+
+    from localprops.core.cache import cache_dir
+
+    rows = []
+    for path in sorted(glob.glob(os.path.join(root or cache_dir(), "verdicts", profile,
+                                              "*.json"))):
+        with open(path) as file:
+            record = json.load(file)
+        for verdict in record["verdicts"]:
+            rows.append({"chapter": record["chapter"], "code": record["code"], **verdict})
+    return rows
