@@ -14,11 +14,12 @@ export LOCALPROPS_GTSRB LOCALPROPS_IMAGENET
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: book test install mathjax bench clean help
+.PHONY: book test lint install mathjax bench clean help
 
 help:
 	@echo "make book [PROFILE=ci|default|paper]  execute the notebooks and render _build/html"
 	@echo "make test                              run the test suite"
+	@echo "make lint                              check lib/, tests/ and notebooks/ with ruff"
 	@echo "make bench                             run the benchmarks (python -m localprops.tools.bench)"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -38,6 +39,9 @@ book: $(STAMP) mathjax
 
 test: $(STAMP) mathjax
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check lib tests notebooks
 
 bench: $(STAMP)
 	$(BIN)/python -m localprops.tools.bench

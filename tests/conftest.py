@@ -71,3 +71,14 @@ class OutOfMemoryOnce(nn.Module):
         if len(x) > self.limit:
             raise torch.cuda.OutOfMemoryError("simulated")
         return self.inner(x)
+
+
+def spec_of(model: nn.Module, name: str = "tiny", *, feature_layer: str = "",
+            weights: str = ""):
+    """A bare network as the one object the studies take (a ModelSpec)."""
+    from localprops.core.engine import model_device
+    from localprops.models import ModelSpec
+
+    return ModelSpec(name=name, model=model, preprocess=None, input_size=(0, 0),
+                     classes=[], feature_layer=feature_layer, weights=weights,
+                     weights_source="test", dataset="custom", device=model_device(model))

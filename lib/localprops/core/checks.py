@@ -84,3 +84,13 @@ def check_finite(x: torch.Tensor | np.ndarray, name: str) -> None:
     if not finite:
         raise ValueError(f"{name} contains NaN or infinite values; check the "
                          "image loading and the model's outputs")
+
+
+def as_labels(labels: Sequence[int] | torch.Tensor | int, n: int, device) -> torch.Tensor:
+    """Labels as an int64 tensor of ``n`` rows on ``device``; one label is repeated."""
+    out = torch.as_tensor(labels, dtype=torch.int64, device=device).reshape(-1)
+    if out.numel() == 1 and n > 1:
+        out = out.expand(n)
+    if out.numel() != n:
+        raise ValueError(f"{n} images but {out.numel()} labels")
+    return out

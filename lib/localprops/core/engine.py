@@ -12,14 +12,16 @@ bounded by the chunk size, not by ``R x T``.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from localprops.core import checks as _checks
 from localprops.core.progress import progress_bar
-from localprops.core.sampling import _Perturbations
+from localprops.core.sampling import Perturbations
 
 __all__ = ["EvalResult", "capture_layer", "default_batch_size", "evaluate",
            "model_device", "model_dtype"]
@@ -88,7 +90,7 @@ class _Source:
     """Uniform access to an (R, T, *shape) tensor or a lazy perturbation source."""
 
     def __init__(self, perturbations, image_shape: tuple[int, ...]):
-        if isinstance(perturbations, _Perturbations):
+        if isinstance(perturbations, Perturbations):
             self.lazy = perturbations
             self.shape = perturbations.full_shape
         elif isinstance(perturbations, torch.Tensor):
@@ -158,6 +160,37 @@ def _forward(model, batch, layer, probs_out, feats_out, start):
         feats_out.append((start, sink[-1].cpu()))
 
 
+def run_chunked(n: int, size: int, step: Callable[[int, int], Any], *,
+                on_halve: Callable[[int], None] | None = None) -> list:
+    """``step(start, stop)`` over consecutive chunks of at most ``size`` rows.
+
+    Returns the list of the chunks' results. On a CUDA out-of-memory error the
+    chunk is halved and retried (down to one row; ``on_halve(new_size)`` is
+    called), so a long run on a GPU adapts instead of failing. Every chunked
+    pass of the package (forward passes, gradients, attacks) runs through it.
+    """
+    out, start = [], 0
+    while start < n:
+        stop = min(start + size, n)
+        try:
+            out.append(step(start, stop))
+        except torch.cuda.OutOfMemoryError:
+            if size == 1:
+                raise
+            torch.cuda.empty_cache()
+            size = max(1, size // 2)
+            if on_halve is not None:
+                on_halve(size)
+            continue
+        start = stop
+    return out
+
+
+def gradient_batch_size(image_shape: tuple[int, ...], device: torch.device) -> int:
+    """Images per backward pass: a quarter of the forward chunk (activations are kept)."""
+    return max(1, default_batch_size(image_shape, device) // 4)
+
+
 def evaluate(model: nn.Module, x: torch.Tensor, perturbations, *,
              labels: int | None = None, feature_layer: str | None = None,
              batch_size: int | None = None, progress: bool | None = None) -> EvalResult:
@@ -211,22 +244,18 @@ def evaluate(model: nn.Module, x: torch.Tensor, perturbations, *,
             clean_probs: list = []
             clean_feats: list = []
             _forward(model, x.unsqueeze(0), feature_layer, clean_probs, clean_feats, 0)
-            start = 0
-            while start < total:
-                stop = min(start + batch_size, total)
-                try:
-                    batch = source.perturbed(x, start, stop)
-                    _forward(model, batch, feature_layer, probs_out, feats_out, start)
-                except torch.cuda.OutOfMemoryError:
-                    if batch_size == 1:
-                        raise
-                    batch = None
-                    torch.cuda.empty_cache()
-                    batch_size = max(1, batch_size // 2)
-                    bar.set_postfix(batch_size=batch_size)
-                    continue
+
+            def step(start: int, stop: int) -> None:
+                batch = source.perturbed(x, start, stop)
+                _forward(model, batch, feature_layer, probs_out, feats_out, start)
                 bar.update(stop - start)
-                start = stop
+
+            def halved(size: int) -> None:
+                nonlocal batch_size
+                batch_size = size
+                bar.set_postfix(batch_size=size)
+
+            run_chunked(total, batch_size, step, on_halve=halved)
     finally:
         bar.close()
         model.train(was_training)

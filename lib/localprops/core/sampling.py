@@ -36,10 +36,25 @@ _STREAM_ORDER = 3         # the sort keys that define the permutations of eq. 6
 _T_BITS = 24              # t < 2**24 perturbations per radius
 
 
-def paper_radii(eps: float = 1e-3, r_max: int = 20) -> list[float]:
-    """The paper's radii ``{eps, 1, 2, ..., r_max}`` (its eps is not given)."""
-    _checks.check_radii([eps])
-    return [float(eps)] + [float(r) for r in range(1, _checks.check_count(r_max, "r_max") + 1)]
+def radius_grid(eps: float = 1e-3, radii: Sequence[float] | None = None) -> list[float]:
+    """The radii of a study: ``eps`` followed by ``radii`` (the paper: 1, 2, ..., 20).
+
+    The paper draws perturbations at ``{eps, 1, ..., 20}`` without giving
+    ``eps``; every chapter builds its grid here from its ``eps`` and ``radii``
+    parameters.
+
+    >>> radius_grid(1e-4, [1, 2, 5])
+    [0.0001, 1.0, 2.0, 5.0]
+    >>> len(radius_grid())
+    21
+    """
+    radii = list(range(1, 21)) if radii is None else list(radii)
+    grid = [float(eps)] + [float(r) for r in radii]
+    _checks.check_radii(grid)
+    if radii and float(eps) >= min(float(r) for r in radii):
+        raise ValueError(f"eps={eps} must be smaller than every radius (smallest "
+                         f"{min(radii)}): it stands for an infinitesimal radius")
+    return grid
 
 
 def _radius_lanes(radii: Sequence[float]) -> tuple[list[int], list[int]]:
@@ -65,12 +80,12 @@ def _rescale(u: torch.Tensor, radius: torch.Tensor, norm: str) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class _Perturbations:
+class Perturbations:
     """A lazily generated ``(R, T, *shape)`` tensor of perturbations."""
 
     shape: tuple[int, ...]
     radii: tuple[float, ...]
-    n: int
+    T: int
     norm: str = "l2"
     seed: int = 0
     _lanes: tuple[list[int], list[int]] = field(init=False, repr=False,
@@ -79,34 +94,34 @@ class _Perturbations:
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", _checks.check_shape(self.shape))
         object.__setattr__(self, "radii", _checks.check_radii(self.radii))
-        object.__setattr__(self, "n", _checks.check_count(self.n, "n"))
+        object.__setattr__(self, "T", _checks.check_count(self.T, "T"))
         object.__setattr__(self, "norm", _checks.check_norm(self.norm))
         object.__setattr__(self, "seed", _checks.check_seed(self.seed))
-        if self.n >= 2**_T_BITS:
-            raise ValueError(f"n must be below {2**_T_BITS}, got {self.n}")
+        if self.T >= 2**_T_BITS:
+            raise ValueError(f"T must be below {2**_T_BITS}, got {self.T}")
         object.__setattr__(self, "_lanes", _radius_lanes(self.radii))
 
     @property
     def full_shape(self) -> tuple[int, ...]:
         """``(R, T, *shape)``: the shape of :meth:`materialize`'s result."""
-        return (len(self.radii), self.n, *self.shape)
+        return (len(self.radii), self.T, *self.shape)
 
     def __len__(self) -> int:
         """Number of perturbations, ``R * T``."""
-        return len(self.radii) * self.n
+        return len(self.radii) * self.T
 
     def rows(self, start: int, stop: int, *, device: torch.device | str | None = None,
              dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Perturbations ``start:stop`` of the flattened ``(R * T)`` index.
 
-        Row ``k`` is radius ``k // n`` and draw ``t = k % n``. Returns a tensor
+        Row ``k`` is radius ``k // T`` and draw ``t = k % T``. Returns a tensor
         ``(stop - start, *shape)``.
         """
         if not 0 <= start <= stop <= len(self):
             raise ValueError(f"rows {start}:{stop} outside 0:{len(self)}")
         flat = torch.arange(start, stop, dtype=torch.int64, device=device)
-        radius_index = torch.div(flat, self.n, rounding_mode="floor")
-        t = flat - radius_index * self.n
+        radius_index = torch.div(flat, self.T, rounding_mode="floor")
+        t = flat - radius_index * self.T
         radius = torch.tensor(self.radii, dtype=torch.float64,
                               device=flat.device)[radius_index]
         lanes = tuple(torch.tensor(lane, dtype=torch.int64, device=flat.device
@@ -125,7 +140,7 @@ class _Perturbations:
         raise NotImplementedError
 
 
-class RadialPerturbations(_Perturbations):
+class RadialPerturbations(Perturbations):
     """Paper eq. 4: ``T`` independent ``nu = r u / ||u||`` per radius, ``u ~ U(-1,1)^D``."""
 
     def _generate(self, t, lanes, radius):
@@ -134,7 +149,7 @@ class RadialPerturbations(_Perturbations):
         return _rescale(u, radius, self.norm)
 
 
-class PermutedPerturbations(_Perturbations):
+class PermutedPerturbations(Perturbations):
     """Paper eq. 6: per radius one ``nu`` at radius ``r`` and ``T`` permutations of it.
 
     All ``T`` perturbations of a radius hold the same multiset of values, hence
@@ -164,7 +179,7 @@ def _device(device: torch.device | str | None) -> torch.device:
     return torch.device(device) if device is not None else torch.device("cpu")
 
 
-def radial_perturbations(shape: Sequence[int], radii: float | Iterable[float], n: int, *,
+def radial_perturbations(shape: Sequence[int], radii: float | Iterable[float], T: int, *,
                          norm: str = "l2", seed: int = 0,
                          device: torch.device | str | None = None,
                          dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -174,7 +189,7 @@ def radial_perturbations(shape: Sequence[int], radii: float | Iterable[float], n
     ----------
     shape : shape of one image, e.g. ``(3, 32, 32)``.
     radii : positive finite radii in raw pixel units.
-    n : number of perturbations ``T`` per radius.
+    T : number of perturbations per radius.
     norm : ``"l2"`` or ``"linf"``; every perturbation has exactly this norm ``r``.
     seed : key of the counter-based generator; the same seed gives the same
         tensor on every device and whatever the chunking.
@@ -183,7 +198,7 @@ def radial_perturbations(shape: Sequence[int], radii: float | Iterable[float], n
 
     Returns
     -------
-    Tensor of shape ``(len(radii), n, *shape)``.
+    Tensor of shape ``(len(radii), T, *shape)``.
 
     Examples
     --------
@@ -191,11 +206,11 @@ def radial_perturbations(shape: Sequence[int], radii: float | Iterable[float], n
     >>> tuple(nu.shape), round(float(nu[1, 0].norm()), 4)
     ((2, 5, 3, 4, 4), 2.0)
     """
-    return RadialPerturbations(shape, radii, n, norm, seed).materialize(
+    return RadialPerturbations(shape, radii, T, norm, seed).materialize(
         device=_device(device), dtype=dtype)
 
 
-def permuted_perturbations(shape: Sequence[int], radii: float | Iterable[float], n: int, *,
+def permuted_perturbations(shape: Sequence[int], radii: float | Iterable[float], T: int, *,
                            norm: str = "l2", seed: int = 0,
                            device: torch.device | str | None = None,
                            dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -204,5 +219,5 @@ def permuted_perturbations(shape: Sequence[int], radii: float | Iterable[float],
     Parameters and return value as :func:`radial_perturbations`; for each radius
     ``nu[r, t]`` is a permutation of the elements of one ``nu`` of norm ``r``.
     """
-    return PermutedPerturbations(shape, radii, n, norm, seed).materialize(
+    return PermutedPerturbations(shape, radii, T, norm, seed).materialize(
         device=_device(device), dtype=dtype)

@@ -28,7 +28,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -194,15 +194,26 @@ def wnid_to_index() -> dict[str, int]:
 
 
 class LabelledImages(NamedTuple):
-    """Images with their labels and the files they came from."""
+    """Images with their labels, the files they came from and their dataset indices."""
 
     images: torch.Tensor       #: float (N, 3, H, W) in [0, 255]
     labels: torch.Tensor       #: int64 (N,), ImageNet-1k class indices
     paths: list[Path]          #: source file of every image
+    indices: list[int]         #: position of every file in :func:`imagenet_files`
 
 
-def _labelled_files(root: Path) -> list[tuple[Path, str]]:
-    """(file, wnid) pairs of a flat ``<wnid>_*.ext`` folder or a wnid ImageFolder."""
+def imagenet_files(root: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
+    """The (file, WordNet id) pairs of an ImageNet folder, in sorted order.
+
+    ``root`` is a flat folder of ``<wnid>_*.ext`` files (as the book's sample)
+    or an ImageFolder layout ``<root>/<wnid>/<file>``; ``None`` reads
+    ``$LOCALPROPS_IMAGENET``. A file's position in this list is its dataset
+    index (the key of its perturbation seed). Files without a WordNet id are
+    left out with a warning.
+    """
+    root = resolve_path(root, IMAGENET_ENV, "ImageNet image folder")
+    if not root.is_dir():
+        raise DataNotFoundError(f"{root} is not a folder of images")
     found = []
     for path in sorted(root.rglob("*")):
         if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -233,32 +244,34 @@ def _open_rgb(path: Path) -> "Image.Image | None":
 
 def load_imagenet_folder(root: str | os.PathLike | None,
                          preprocess: Callable[["Image.Image"], torch.Tensor],
-                         limit: int | None = None) -> LabelledImages:
+                         limit: int | None = None,
+                         indices: Sequence[int] | None = None) -> LabelledImages:
     """Load and label the ImageNet images of a folder.
 
     Parameters
     ----------
-    root : folder of images named ``<wnid>_<anything>.<ext>`` (as the book's
-        sample), or an ImageFolder layout ``<root>/<wnid>/<file>``; ``None``
-        reads ``$LOCALPROPS_IMAGENET``.
+    root : folder of images (see :func:`imagenet_files`); ``None`` reads
+        ``$LOCALPROPS_IMAGENET``.
     preprocess : a model's preprocessing (``ModelSpec.preprocess``): PIL RGB
         image -> float tensor (3, H, W) in [0, 255].
-    limit : keep the first ``limit`` decodable images (files in sorted order).
+    limit : read only the first ``limit`` files of :func:`imagenet_files`.
+    indices : read only these files (positions in :func:`imagenet_files`),
+        in this order; after ``limit``.
 
     Returns
     -------
-    LabelledImages(images, labels, paths). Greyscale / CMYK images are
-    converted to RGB; a file that cannot be decoded is skipped with a
-    warning naming it.
+    LabelledImages(images, labels, paths, indices). Greyscale / CMYK images
+    are converted to RGB; a file whose WordNet id is not an ImageNet-1k class,
+    or that cannot be decoded, is skipped with a warning naming it.
     """
-    root = resolve_path(root, IMAGENET_ENV, "ImageNet image folder")
-    if not root.is_dir():
-        raise DataNotFoundError(f"{root} is not a folder of images")
+    files = imagenet_files(root)
     if limit is not None:
-        limit = _checks.check_count(limit, "limit")
+        files = files[:_checks.check_count(limit, "limit")]
+    chosen = range(len(files)) if indices is None else [int(i) for i in indices]
     index_of = wnid_to_index()
-    images, labels, paths = [], [], []
-    for path, wnid in _labelled_files(root):
+    images, labels, paths, kept = [], [], [], []
+    for i in chosen:
+        path, wnid = files[i]
         if wnid not in index_of:
             warnings.warn(f"skipping {path}: {wnid} is not an ImageNet-1k class",
                           stacklevel=2)
@@ -269,10 +282,9 @@ def load_imagenet_folder(root: str | os.PathLike | None,
         images.append(preprocess(image))
         labels.append(index_of[wnid])
         paths.append(path)
-        if limit is not None and len(images) >= limit:
-            break
+        kept.append(i)
     if not images:
         raise DataNotFoundError(f"no labelled ImageNet images found in {root}: "
                                 "file names must start with a WordNet id "
                                 "(n01440764_tench.JPEG) or sit in wnid folders")
-    return LabelledImages(torch.stack(images), torch.tensor(labels), paths)
+    return LabelledImages(torch.stack(images), torch.tensor(labels), paths, kept)

@@ -50,7 +50,8 @@ net, which is the net the book studies).
 
 The layer studied by the book (the one before the classifier) is the
 activation of the last hidden FC layer for AlexNet and VGG, and the global
-average pool (before the final FC) for GoogLeNet and ResNet.
+average pool (before the final FC; its (N, C, 1, 1) output is flattened) for
+GoogLeNet and ResNet, as for their ImageNet versions.
 """
 from __future__ import annotations
 
@@ -69,6 +70,8 @@ class _Upsampled(nn.Module):
     """Fixed bilinear upsampling 32 -> 64, then a torchvision net ``net``."""
 
     FEATURE_LAYER = ""
+    #: Layers with weights on the longest path from input to output.
+    DEPTH = 0
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -101,6 +104,7 @@ class AlexNetGTSRB(_Upsampled):
     """torchvision AlexNet on 64x64 (pool of the 1x1 map, 1024-wide head)."""
 
     FEATURE_LAYER = "net.classifier.5"
+    DEPTH = 8  # 5 conv + 3 FC
 
     def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         net = torchvision.models.alexnet(weights=None, num_classes=num_classes)
@@ -113,6 +117,7 @@ class VGG11BNGTSRB(_Upsampled):
     """torchvision VGG-11-BN on 64x64 (2x2 map kept, 1024-wide head)."""
 
     FEATURE_LAYER = "net.classifier.4"
+    DEPTH = 11  # 8 conv + 3 FC
 
     def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         net = torchvision.models.vgg11_bn(weights=None, num_classes=num_classes)
@@ -124,7 +129,8 @@ class VGG11BNGTSRB(_Upsampled):
 class GoogLeNetGTSRB(_Upsampled):
     """torchvision GoogLeNet on 64x64, no auxiliary heads."""
 
-    FEATURE_LAYER = "net.dropout"
+    FEATURE_LAYER = "net.avgpool"
+    DEPTH = 22  # as its authors count it: inception modules count 2
 
     def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         net = torchvision.models.googlenet(weights=None, num_classes=num_classes,
@@ -137,6 +143,7 @@ class ResNet18GTSRB(_Upsampled):
     """torchvision ResNet-18 on 64x64, unchanged."""
 
     FEATURE_LAYER = "net.avgpool"
+    DEPTH = 18  # 17 conv on the main path + 1 FC
 
     def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         super().__init__(torchvision.models.resnet18(weights=None,

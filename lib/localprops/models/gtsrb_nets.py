@@ -136,6 +136,8 @@ class CiresanNet(_ThreeStageNet):
     """
 
     FEATURE_LAYER = "classifier.2"
+    #: Layers with weights on the path from input to output (3 conv + 2 FC).
+    DEPTH = 5
 
     def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         super().__init__(maps=(100, 150, 250), kernels=(7, 4, 4), hidden=300,
@@ -156,6 +158,8 @@ class AghdamNet(_ThreeStageNet):
     """
 
     FEATURE_LAYER = "classifier.2"
+    #: Layers with weights on the path from input to output (3 conv + 2 FC).
+    DEPTH = 5
 
     def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         super().__init__(maps=(70, 110, 180), kernels=(7, 4, 4), hidden=400,

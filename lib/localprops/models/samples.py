@@ -235,39 +235,30 @@ def _imagenet_candidates(spec: models.ModelSpec, threshold: float, limit: int | 
     cache (keyed by the model, its weights, the threshold and the file list),
     and later runs decode only the chosen images.
     """
-    root = data.resolve_path(None, data.IMAGENET_ENV, "ImageNet image folder")
-    files = data._labelled_files(root)[:limit]
+    files = data.imagenet_files()[:limit]
     if not files:
-        raise data.DataNotFoundError(f"no labelled ImageNet images in {root}")
-    index_of = data.wnid_to_index()
+        raise data.DataNotFoundError("no labelled ImageNet images in "
+                                     f"${data.IMAGENET_ENV}")
     listing = hashlib.sha256("\n".join(f"{p.name}:{p.stat().st_size}" for p, _ in files)
                              .encode()).hexdigest()[:16]
     manifest = dict(study="selection", model=spec.name, weights=spec.weights,
                     threshold=threshold, files=listing, code=code_version())
 
-    def decode(ids: Sequence[int]) -> tuple[torch.Tensor, list[int], list[int]]:
-        images, labels, kept = [], [], []
-        for i in ids:
-            path, wnid = files[int(i)]
-            image = data._open_rgb(path) if wnid in index_of else None
-            if image is not None:
-                images.append(spec.preprocess(image))
-                labels.append(index_of[wnid])
-                kept.append(int(i))
-        return torch.stack(images), labels, kept
+    def decode(ids: Sequence[int] | None = None) -> data.LabelledImages:
+        return data.load_imagenet_folder(None, spec.preprocess, limit=limit, indices=ids)
 
     def select() -> dict[str, np.ndarray]:
-        images, labels, kept = decode(range(len(files)))
+        loaded = decode()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            passing = select_samples(spec, images, labels, n=len(images),
-                                          threshold=threshold, dataset_indices=kept)
+            passing = select_samples(spec, loaded.images, loaded.labels, n=len(loaded.images),
+                                     threshold=threshold, dataset_indices=loaded.indices)
         return dict(ids=passing.indices, scores=passing.scores.numpy(),
                     labels=passing.labels.numpy())
 
     unit = cache.get_or_compute(manifest, select)
     return _Candidates(unit["ids"], unit["scores"], unit["labels"],
-                       lambda chosen: decode(chosen)[0])
+                       lambda chosen: decode(chosen).images)
 
 
 def use_ieee_float32() -> None:
@@ -310,17 +301,17 @@ def prepare(names: list[str], *, n_samples: int, threshold: float = 0.99, seed: 
     n_samples = _checks.check_count(n_samples, "n_samples")
     cache = cache or ResultCache(cache_dir())
     loaded: list[tuple[models.ModelSpec, _Candidates]] = []
-    notes: list[str] = []
-    for name in names:
+    availability = models.available(names, device=device)
+    notes = [f"{name} skipped: {reason}" for name, reason in availability.reasons.items()]
+    for name, spec in availability.specs.items():
         try:
-            spec = models.load(name, device=device)
             if spec.dataset == "gtsrb":
                 candidates = _gtsrb_candidates(spec, threshold)
             elif spec.dataset == "imagenet":
                 candidates = _imagenet_candidates(spec, threshold, imagenet_limit, cache)
             else:
                 raise ValueError(f"no candidate images known for dataset {spec.dataset!r}: "
-                                 "build a SampleSet yourself (localprops.studies.SampleSet)")
+                                 "build a SampleSet yourself (localprops.models.samples.SampleSet)")
         except (RuntimeError, ValueError, OSError) as error:
             notes.append(f"{name} skipped: {error}")
             continue

@@ -203,3 +203,20 @@ def find_feature_layer(model: nn.Module, input_size: tuple[int, int],
                           f"takes {in_features}", stacklevel=2)
         return names[module]
     raise ValueError("no module runs before the classifier; pass feature_layer")
+
+
+def as_spec(model: object) -> ModelSpec:
+    """``model`` itself when it is a :class:`ModelSpec`, else a clear error.
+
+    The studies take the loaded model as one object (its network, name,
+    weights and feature layer), so that a call cannot pair one network with
+    another's name in the cache.
+    """
+    if isinstance(model, ModelSpec):
+        return model
+    if isinstance(model, nn.Module):
+        raise TypeError("the studies take a loaded model (ModelSpec), not a bare nn.Module: "
+                        "wrap yours with localprops.models.from_module(module, mean=..., "
+                        "std=..., input_size=..., classes=..., feature_layer=...)")
+    raise TypeError(f"expected a ModelSpec from localprops.models.load or from_module, "
+                    f"got {type(model).__name__}")

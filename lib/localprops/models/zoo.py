@@ -408,10 +408,15 @@ def from_module(model: nn.Module, *, mean: Sequence[float], std: Sequence[float]
 
 
 class Availability(NamedTuple):
-    """Result of :func:`available`: the names that load, and why others do not."""
+    """Result of :func:`available`: the models that load, and why others do not."""
 
-    ok: list[str]
+    specs: dict[str, ModelSpec]
     reasons: dict[str, str]
+
+    @property
+    def ok(self) -> list[str]:
+        """The names that loaded, in input order."""
+        return list(self.specs)
 
     def note(self) -> str:
         """One line per unavailable model, for a notebook's visible note."""
@@ -421,28 +426,23 @@ class Availability(NamedTuple):
 
 def available(names: Sequence[str], device: str | torch.device | None = "cpu"
               ) -> Availability:
-    """Which of ``names`` load here, and why the others do not.
-
-    Each model is loaded once (on ``device``) and dropped, so a model listed
-    as available really loads; a notebook prints :meth:`Availability.note`
-    for the skipped ones.
+    """Load every model of ``names`` that loads here; say why the others do not.
 
     Returns
     -------
-    Availability(ok, reasons): the loadable names in input order, and
-    name -> reason for the others.
+    Availability(specs, reasons): name -> loaded :class:`ModelSpec` (on
+    ``device``) in input order, and name -> reason for the others (the
+    error's message; a notebook prints :meth:`Availability.note`).
     """
-    ok, reasons = [], {}
+    specs, reasons = {}, {}
     for name in names:
         try:
-            load(name, device=device)
+            specs[name] = load(name, device=device)
         except (RuntimeError, ValueError, OSError) as error:
             reasons[name] = (str(error) if isinstance(error, (ModelUnavailableError,
                                                              ValueError))
                              else f"{type(error).__name__}: {error}")
-        else:
-            ok.append(name)
-    return Availability(ok, reasons)
+    return Availability(specs, reasons)
 
 
 # -------------------------------------------------------------- evaluation

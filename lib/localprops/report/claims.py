@@ -267,7 +267,7 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
     log-odds, which separates the sigmoid's saturation from the network's
     own departure from linearity.
     """
-    from localprops.studies.firstorder import departure_radii, range_ratios
+    from localprops.studies.firstorder import departure_radii, range_ratios, within_factor
 
     if not studies:
         return []
@@ -287,8 +287,7 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
         ratio = range_ratios(iso, study)
         ok = np.asarray(valid[study.model], bool)
         k = _radius_index(iso, at)
-        with np.errstate(invalid="ignore"):
-            agree = ok[:, k] & (ratio[:, k] >= 1 / factor) & (ratio[:, k] <= factor)
+        agree = ok[:, k] & within_factor(ratio[:, k], factor=factor)
         counted = int(ok[:, k].sum())
         shares.append(agree.sum() / counted if counted else 0.0)
         end, text_s = ends(iso, study, ok, False)
@@ -331,6 +330,7 @@ def attack_claims(studies: Sequence, *, factor: float = 2.0) -> list[Verdict]:
     point found are left out and counted.
     """
     from localprops.studies.attacks import linear_ratio
+    from localprops.studies.firstorder import within_factor
 
     if not studies:
         return []
@@ -344,7 +344,7 @@ def attack_claims(studies: Sequence, *, factor: float = 2.0) -> list[Verdict]:
         best = float(np.median(study.linear_ratio))
         typical = float(np.median(linear_ratio(norm, study.dimension, study.l1_over_l2)))
         censored = int(study.random_censored.sum())
-        within.append(float(found.any() and best / factor <= measured <= best * factor))
+        within.append(float(found.any() and within_factor(measured, best, factor)))
         above.append(float(np.all(ratio[found] >= 1)))
         texts.append(f"{study.model}: median ratio {measured:.3g}"
                      + (f" ({censored} lower bounds)" if censored else "")

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 from localprops.core.engine import evaluate
 from localprops.core.sampling import RadialPerturbations
 from localprops.models.samples import Prepared
-from localprops.report.plots import _to_rgb
+from localprops.report.plots import to_rgb
 
 
 def draw(prepared: Prepared, *, sample: int = 0, radius: float = 10.0, norm: str = "linf",
@@ -33,10 +33,10 @@ def draw(prepared: Prepared, *, sample: int = 0, radius: float = 10.0, norm: str
     magnify = 127.5 / float(nu.abs().max())
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.4), constrained_layout=True,
                              gridspec_kw={"width_ratios": [1, 1, 1.4, 1.4]})
-    axes[0].imshow(_to_rgb(x))
+    axes[0].imshow(to_rgb(x))
     axes[0].set_title(f"clean: {spec.classes[label][:24]}\nscore "
                       f"{float(out.clean_probs[label]):.4f}", fontsize=8)
-    axes[1].imshow(_to_rgb(x + nu))
+    axes[1].imshow(to_rgb(x + nu))
     axes[1].set_title(f"x + nu ({norm} r = {radius:g})\nscore {scores[0]:.4f}", fontsize=8)
     for ax in axes[:2]:
         ax.axis("off")
@@ -49,7 +49,7 @@ def draw(prepared: Prepared, *, sample: int = 0, radius: float = 10.0, norm: str
     axes[3].set_xlabel("perturbations")
     axes[3].set_title("predicted classes", fontsize=8)
     inset = axes[1].inset_axes([0.62, 0.62, 0.36, 0.36])
-    inset.imshow(_to_rgb(127.5 + magnify * nu))
+    inset.imshow(to_rgb(127.5 + magnify * nu))
     inset.set_xticks([])
     inset.set_yticks([])
     inset.set_title(f"nu x{magnify:.0f}", fontsize=6)
@@ -88,11 +88,3 @@ def explorer(prepared_models: list[Prepared], *, radii=(0.001, 1, 2, 5, 10, 20, 
     return widgets.VBox([widgets.HBox([model, sample]), widgets.HBox([radius, norm]), output])
 
 
-def live_kernel() -> bool:
-    """True inside a live Jupyter kernel with a front end that can show widgets."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"

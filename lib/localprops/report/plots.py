@@ -108,7 +108,7 @@ def score_range_summary(studies: Sequence[ScoreStudy], *, ax: plt.Axes | None = 
     return ax
 
 
-def _to_rgb(image) -> np.ndarray:
+def to_rgb(image) -> np.ndarray:
     """(3, H, W) tensor or array in [0, 255] -> (H, W, 3) floats in [0, 1] for imshow."""
     a = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image, dtype=float)
     return np.clip(a.transpose(1, 2, 0) / 255.0, 0, 1)
@@ -138,7 +138,7 @@ def permutation_pair(image, nu_a, nu_b, *, score_a: float, score_b: float,
          f"x + nu_2: score {score_b:.4f}"),
     ]
     for ax, (img, title) in zip(axes, panels):
-        ax.imshow(_to_rgb(img), interpolation="nearest")
+        ax.imshow(to_rgb(img), interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.suptitle(f"{class_name}: two perturbations with the same values, {norm} radius "
@@ -407,7 +407,7 @@ def agreement_by_radius(measured: Sequence[ScoreStudy], studies: Sequence,
     (:func:`localprops.studies.firstorder.measurable`); the share at a radius is over
     the samples measurable there (no point where there is none).
     """
-    from localprops.studies.firstorder import range_ratios
+    from localprops.studies.firstorder import range_ratios, within_factor
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
@@ -419,10 +419,8 @@ def agreement_by_radius(measured: Sequence[ScoreStudy], studies: Sequence,
                 continue
             ratio = range_ratios(iso, study, order)
             ok = ok_all[:, study.second_index] if order == 2 else ok_all
-            with np.errstate(invalid="ignore"):
-                agree = (ok & (ratio >= 1 / factor) & (ratio <= factor)).sum(axis=0)
-                share = np.where(ok.any(axis=0), agree / np.maximum(ok.sum(axis=0), 1),
-                                 np.nan)
+            agree = (ok & within_factor(ratio, factor=factor)).sum(axis=0)
+            share = np.where(ok.any(axis=0), agree / np.maximum(ok.sum(axis=0), 1), np.nan)
             radii = study.radii if order == 1 else study.second_radii
             ax.plot(radii, share, color=colour, marker="." if order == 1 else "x",
                     ls="-" if order == 1 else "", ms=4 if order == 1 else 8,
@@ -447,9 +445,9 @@ def attack_scores(studies: Sequence, *, columns: int = 3) -> plt.Figure:
         raise ValueError("no study results to draw")
     fig, axes = _panel_grid(len(studies), columns, 4.4, 3.4)
     for ax, study in zip(axes.flat, studies):
-        series = (("worst of T random", "C0", 1.0 - study.random_min),
-                  ("first-order step", "C1", 1.0 / (1.0 + np.exp(study.first_order_log_odds))),
-                  ("PGD", "C3", 1.0 / (1.0 + np.exp(study.pgd_log_odds))))
+        series = (("worst of T random", "C0", study.random_drops),
+                  ("first-order step", "C1", study.first_order_drops),
+                  ("PGD", "C3", study.pgd_drops))
         for label, colour, values in series:
             drop = np.maximum(values, _RANGE_FLOOR)
             q25, q50, q75 = np.quantile(drop, [0.25, 0.5, 0.75], axis=0)

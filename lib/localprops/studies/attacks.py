@@ -4,10 +4,11 @@ The isotropy study (paper eq. 4) only ever looks along random directions.
 This module asks how far those are from the worst case, in the same norm and
 at the same radius:
 
-- :func:`first_order_attack`: one step along the worst first-order direction,
-  ``-g / ||g||_2`` (L2) or ``-sign(g)`` (L-infinity, FGSM of Goodfellow et
-  al.), with ``g`` the gradient of the true-class log-odds (the direction of
-  the gradient of the score, never saturated).
+- the first-order point (:func:`pgd_attack` with ``steps=0``): one step
+  along the worst first-order direction, ``-g / ||g||_2`` (L2) or
+  ``-sign(g)`` (L-infinity, FGSM of Goodfellow et al.), with ``g`` the
+  gradient of the true-class log-odds (the direction of the gradient of the
+  score, never saturated).
 - :func:`pgd_attack`: projected gradient descent on the log-odds, constrained
   to the same L2 sphere or L-infinity box of radius ``r`` (Madry et al.).
 - :func:`deepfool`: the smallest misclassifying perturbation found by
@@ -36,16 +37,19 @@ from torch import nn
 
 from localprops.core import checks as _checks
 from localprops.core.cache import ResultCache
-from localprops.core.engine import evaluate, model_device, model_dtype
-from localprops.core.sampling import RadialPerturbations
-from localprops.models.samples import SampleSet
-from localprops.studies.firstorder import (
-    _labels,
+from localprops.core.checks import as_labels
+from localprops.core.engine import (
+    evaluate,
     gradient_batch_size,
-    gradients,
+    model_device,
+    model_dtype,
     run_chunked,
-    true_class_log_odds,
 )
+from localprops.core.sampling import RadialPerturbations
+from localprops.core.stats import sigmoid
+from localprops.models.samples import SampleSet
+from localprops.models.wrappers import ModelSpec, as_spec
+from localprops.studies.firstorder import gradients, true_class_log_odds
 from localprops.studies.runner import run_units
 from localprops.studies.scores import ScoreStudy
 
@@ -114,12 +118,12 @@ class AttackResult:
     @property
     def scores(self) -> np.ndarray:
         """True-class probability ``sigmoid(log_odds)`` at the lowest point."""
-        return 1.0 / (1.0 + np.exp(-self.log_odds))
+        return sigmoid(self.log_odds)
 
     @property
     def drops(self) -> np.ndarray:
         """``1 - s`` computed as ``sigmoid(-log_odds)``: exact where ``s`` rounds to 1."""
-        return 1.0 / (1.0 + np.exp(self.log_odds))
+        return sigmoid(-self.log_odds)
 
 
 def _prepare(model, images, labels, radii, norm):
@@ -133,18 +137,7 @@ def _prepare(model, images, labels, radii, norm):
     if radii.numel() != len(images) or not (torch.isfinite(radii).all() and (radii > 0).all()):
         raise ValueError(f"radii must be {len(images)} positive finite values (one per image)")
     return norm, device, dtype, radii.to(device=device, dtype=dtype), \
-        _labels(labels, len(images), device)
-
-
-def first_order_attack(model: nn.Module, images: torch.Tensor, labels, radii, *,
-                       norm: str = "l2", batch_size: int | None = None) -> AttackResult:
-    """True-class score at ``x - r u``, ``u`` the steepest descent direction of the log-odds.
-
-    ``u = g / ||g||_2`` in L2 and ``sign(g)`` in L-infinity (FGSM); one
-    radius per image (pass the same image several times for several radii).
-    """
-    return pgd_attack(model, images, labels, radii, norm=norm, steps=0,
-                      batch_size=batch_size)
+        as_labels(labels, len(images), device)
 
 
 def pgd_attack(model: nn.Module, images: torch.Tensor, labels, radii, *, norm: str = "l2",
@@ -152,7 +145,8 @@ def pgd_attack(model: nn.Module, images: torch.Tensor, labels, radii, *, norm: s
                batch_size: int | None = None) -> AttackResult:
     """Lowest true-class score found by projected gradient descent at radius ``r``.
 
-    Starts at the first-order point ``-r u`` (see :func:`first_order_attack`),
+    Starts at the first-order point ``-r u``, ``u = g / ||g||_2`` in L2 and
+    ``sign(g)`` in L-infinity (FGSM),
     then ``steps`` steps of length ``step_size * r`` along the steepest
     descent direction of the log-odds, each projected back onto the L2
     sphere or into the L-infinity box of radius ``r``. The best iterate is
@@ -333,7 +327,7 @@ def pgd_radius(model: nn.Module, images: torch.Tensor, labels, high, *, norm: st
     if not finite.any():
         return out
     x = images[torch.as_tensor(finite)]
-    y = _labels(labels, len(images), "cpu")[torch.as_tensor(finite)]
+    y = as_labels(labels, len(images), "cpu")[torch.as_tensor(finite)]
     hi = high[finite]
     ok = pgd_attack(model, x, y, hi, norm=norm, steps=steps, objective="margin",
                     batch_size=batch_size).misclassified
@@ -471,7 +465,6 @@ class AttackStudy:
     cap: float
     first_order_log_odds: np.ndarray
     pgd_log_odds: np.ndarray
-    pgd_misclassified: np.ndarray
     random_min: np.ndarray
     deepfool_radius: np.ndarray
     pgd_radius: np.ndarray
@@ -482,11 +475,31 @@ class AttackStudy:
 
     @property
     def first_order(self) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.first_order_log_odds))
+        """True-class probability after the first-order step (S, R)."""
+        return sigmoid(self.first_order_log_odds)
 
     @property
     def pgd(self) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.pgd_log_odds))
+        """True-class probability after PGD (S, R)."""
+        return sigmoid(self.pgd_log_odds)
+
+    @property
+    def random_drops(self) -> np.ndarray:
+        """``1 - s`` for the worst of the ``T`` random directions (S, R), in float64.
+
+        Computed from the score, so values below about 1e-16 round to 0.
+        """
+        return 1.0 - self.random_min
+
+    @property
+    def first_order_drops(self) -> np.ndarray:
+        """``1 - s`` after the first-order step (S, R): ``sigmoid(-log_odds)``, exact near 1."""
+        return sigmoid(-self.first_order_log_odds)
+
+    @property
+    def pgd_drops(self) -> np.ndarray:
+        """``1 - s`` after PGD (S, R): ``sigmoid(-log_odds)``, exact near ``s = 1``."""
+        return sigmoid(-self.pgd_log_odds)
 
     @property
     def adversarial_radius(self) -> np.ndarray:
@@ -516,8 +529,8 @@ def default_cap(image_shape: tuple[int, ...], norm: str) -> float:
     return 255.0 if norm == "linf" else 255.0 * float(np.sqrt(d))
 
 
-def attack_study(model: nn.Module, samples: SampleSet, isotropy: ScoreStudy, *,
-                 model_name: str, weights: str = "", pgd_steps: int = 10,
+def attack_study(model: ModelSpec, samples: SampleSet, isotropy: ScoreStudy, *,
+                 pgd_steps: int = 10,
                  candidates: int = 10, cap: float | None = None, bisect_steps: int = 16,
                  batch_size: int | None = None, cache: ResultCache | None = None,
                  progress: bool = True) -> AttackStudy:
@@ -527,6 +540,8 @@ def attack_study(model: nn.Module, samples: SampleSet, isotropy: ScoreStudy, *,
     must be those of ``samples``, in order); its random scores and
     predictions are reused, not recomputed. One cached unit per sample.
     """
+    spec = as_spec(model)
+    model, model_name, weights = spec.model, spec.name, spec.weights
     if not np.array_equal(np.asarray(isotropy.ids), np.asarray(samples.ids)):
         raise ValueError("the isotropy study's samples differ from these samples: "
                          "pass the samples the isotropy study ran on")
@@ -558,7 +573,6 @@ def attack_study(model: nn.Module, samples: SampleSet, isotropy: ScoreStudy, *,
             batch_size=batch_size)
         grad = gradients(model, x[None], [y], batch_size=batch_size).log_odds_grad[0]
         return dict(first_order_log_odds=pgd.first_log_odds, pgd_log_odds=pgd.log_odds,
-                    pgd_misclassified=pgd.misclassified,
                     random_min=isotropy.scores[i].min(axis=-1),
                     deepfool_radius=np.float64(fool.radius[0]),
                     pgd_radius=np.float64(by_pgd[0]),
@@ -578,7 +592,6 @@ def attack_study(model: nn.Module, samples: SampleSet, isotropy: ScoreStudy, *,
         ids=np.asarray(samples.ids)[kept], dimension=int(np.prod(shape)), T=T, cap=cap,
         first_order_log_odds=stack("first_order_log_odds", (r,)),
         pgd_log_odds=stack("pgd_log_odds", (r,)),
-        pgd_misclassified=stack("pgd_misclassified", (r,)).astype(bool),
         random_min=stack("random_min", (r,)), deepfool_radius=stack("deepfool_radius"),
         pgd_radius=stack("pgd_radius"), random_radius=stack("random_radius"),
         random_censored=stack("random_censored").astype(bool),

@@ -31,13 +31,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch import nn
 
 from localprops.core import checks as _checks
 from localprops.core.cache import ResultCache
-from localprops.core.engine import default_batch_size, model_device, model_dtype
+from localprops.core.checks import as_labels
+from localprops.core.engine import gradient_batch_size, model_device, model_dtype, run_chunked
 from localprops.core.sampling import RadialPerturbations
+from localprops.core.stats import sigmoid
 from localprops.models.samples import SampleSet
+from localprops.models.wrappers import ModelSpec, as_spec
 from localprops.studies.runner import run_units
 from localprops.studies.scores import ScoreStudy, rounding_distortion
 
@@ -60,46 +64,9 @@ def true_class_log_odds(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return true - torch.logsumexp(others, dim=1)
 
 
-def _labels(labels: Sequence[int] | torch.Tensor | int, n: int, device) -> torch.Tensor:
-    out = torch.as_tensor(labels, dtype=torch.int64, device=device).reshape(-1)
-    if out.numel() == 1 and n > 1:
-        out = out.expand(n)
-    if out.numel() != n:
-        raise ValueError(f"{n} images but {out.numel()} labels")
-    return out
-
-
 def _rows(n: int, size: int):
     for start in range(0, n, size):
         yield start, min(start + size, n)
-
-
-def run_chunked(n: int, size: int, step) -> list:
-    """``step(start, stop)`` over consecutive chunks of at most ``size`` rows.
-
-    Returns the list of the chunks' results. On a CUDA out-of-memory error the
-    chunk is halved and retried (down to one row), as
-    :func:`localprops.core.engine.evaluate` does, so a long run on a GPU adapts
-    instead of failing.
-    """
-    out, start = [], 0
-    while start < n:
-        stop = min(start + size, n)
-        try:
-            out.append(step(start, stop))
-        except torch.cuda.OutOfMemoryError:
-            if size == 1:
-                raise
-            torch.cuda.empty_cache()
-            size = max(1, size // 2)
-            continue
-        start = stop
-    return out
-
-
-def gradient_batch_size(image_shape: tuple[int, ...], device: torch.device) -> int:
-    """Images per backward pass: a quarter of the forward chunk (activations are kept)."""
-    return max(1, default_batch_size(image_shape, device) // 4)
 
 
 @dataclass
@@ -145,7 +112,7 @@ def gradients(model: nn.Module, images: torch.Tensor, labels, *,
         raise ValueError("images must be a tensor (S, C, H, W) in [0, 255]")
     _checks.check_finite(images, "images")
     device, dtype = model_device(model), model_dtype(model)
-    labels = _labels(labels, len(images), device)
+    labels = as_labels(labels, len(images), device)
     size = batch_size or gradient_batch_size(tuple(images.shape[1:]), device)
     was_training = model.training
     model.eval()
@@ -176,12 +143,12 @@ def directional_slopes(gradient: torch.Tensor, source: RadialPerturbations, *,
         raise ValueError(f"gradient shape {tuple(gradient.shape)} differs from the "
                          f"perturbations' {source.shape}")
     g = gradient.double().reshape(1, -1)
-    radii = torch.tensor(source.radii, dtype=torch.float64).repeat_interleave(source.n)
+    radii = torch.tensor(source.radii, dtype=torch.float64).repeat_interleave(source.T)
     out = []
     for start, stop in _rows(len(source), batch_size):
         nu = source.rows(start, stop, device=g.device, dtype=torch.float64)
         out.append((nu.reshape(stop - start, -1) @ g.T)[:, 0].cpu())
-    return (torch.cat(out) / radii).reshape(len(source.radii), source.n).numpy()
+    return (torch.cat(out) / radii).reshape(len(source.radii), source.T).numpy()
 
 
 def directional_curvatures(model: nn.Module, x: torch.Tensor, label: int,
@@ -215,7 +182,7 @@ def directional_curvatures(model: nn.Module, x: torch.Tensor, label: int,
     def step(start: int, stop: int) -> torch.Tensor:
         d = directions[start:stop].to(device=device, dtype=dtype)
         copies = x.to(device=device, dtype=dtype).expand_as(d).clone().requires_grad_(True)
-        labels = _labels(label, len(d), device)
+        labels = as_labels(label, len(d), device)
         with torch.enable_grad():
             s = torch.sigmoid(true_class_log_odds(model(copies), labels))
             (g,) = torch.autograd.grad(s.sum(), copies, create_graph=True)
@@ -255,7 +222,7 @@ class FirstOrderStudy:
     @property
     def clean_scores(self) -> np.ndarray:
         """True-class probability at the clean images, (S,)."""
-        return 1.0 / (1.0 + np.exp(-self.clean_log_odds))
+        return sigmoid(self.clean_log_odds)
 
     def predicted_scores(self, order: int = 1, *, through_log_odds: bool = False
                          ) -> np.ndarray:
@@ -267,9 +234,9 @@ class FirstOrderStudy:
         """
         if order == 1 and through_log_odds:
             lo = self.clean_log_odds[:, None, None]
-            factor = 1.0 / (1.0 + np.exp(-lo)) / (1.0 + np.exp(lo))
-            return 1.0 / (1.0 + np.exp(-(lo + self.radii[None, :, None] * self.slopes
-                                          / factor)))
+            # s (1 - s), written as sigmoid(lo) / (1 + e^lo) to keep the results' bits
+            factor = sigmoid(lo) / (1.0 + np.exp(lo))
+            return sigmoid(lo + self.radii[None, :, None] * self.slopes / factor)
         if through_log_odds:
             raise ValueError("through_log_odds applies to the first order only")
         if order == 1:
@@ -288,9 +255,9 @@ class FirstOrderStudy:
                          for r in self.second_radii], dtype=int)
 
 
-def first_order_study(model: nn.Module, samples: SampleSet, *, radii: list[float], T: int,
+def first_order_study(model: ModelSpec, samples: SampleSet, *, radii: list[float], T: int,
                       norm: str = "l2", second_radii: Sequence[float] = (),
-                      T_second: int = 16, model_name: str, weights: str = "",
+                      T_second: int = 16,
                       batch_size: int | None = None, cache: ResultCache | None = None,
                       progress: bool = True) -> FirstOrderStudy:
     """Gradients, slopes ``g . d`` and curvatures ``d' H d`` per clean sample.
@@ -300,6 +267,8 @@ def first_order_study(model: nn.Module, samples: SampleSet, *, radii: list[float
     with; ``second_radii`` (a subset of ``radii``) get the second-order term
     for the first ``T_second`` directions. One cached unit per sample.
     """
+    spec = as_spec(model)
+    model, model_name, weights = spec.model, spec.name, spec.weights
     radii = list(_checks.check_radii(radii))
     T = _checks.check_count(T, "T")
     norm = _checks.check_norm(norm)
@@ -389,6 +358,46 @@ def range_ratios(measured: ScoreStudy, study: FirstOrderStudy, order: int = 1, *
         return predicted_range / measured_range
 
 
+def within_factor(value: ArrayLike, reference: ArrayLike = 1.0, factor: float = 2.0
+                  ) -> np.ndarray | np.bool_:
+    """Whether ``value`` lies within ``factor`` of ``reference``, elementwise.
+
+    The agreement rule of the chapter beyond the paper: a prediction agrees
+    with a measurement when ``reference / factor <= value <= reference * factor``.
+    With the default ``reference = 1`` it reads a ratio (predicted over
+    measured): ``1 / factor <= ratio <= factor``.
+
+    Parameters
+    ----------
+    value : array_like
+        The values to judge (a ratio, or a prediction to compare with
+        ``reference``); NaN never agrees.
+    reference : array_like, optional
+        What ``value`` should be close to, broadcast against it (default 1).
+    factor : float, optional
+        How far is still close, at least 1 (default 2).
+
+    Returns
+    -------
+    numpy.ndarray or numpy.bool_
+        Boolean, of the broadcast shape of ``value`` and ``reference``.
+
+    Examples
+    --------
+    >>> within_factor([0.4, 0.5, 1.0, 2.0, 2.5, float("nan")])
+    array([False,  True,  True,  True, False, False])
+    >>> bool(within_factor(30.0, reference=20.0, factor=2.0))
+    True
+    """
+    factor = float(factor)
+    if not factor >= 1:
+        raise ValueError(f"factor must be at least 1, got {factor}")
+    value = np.asarray(value, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return (value >= reference / factor) & (value <= reference * factor)
+
+
 def linear_regime_end(ratios: np.ndarray, radii: Sequence[float], valid: np.ndarray,
                       factor: float = 2.0) -> np.ndarray:
     """First radius where a prediction departs from the measurement by more than ``factor``.
@@ -399,7 +408,7 @@ def linear_regime_end(ratios: np.ndarray, radii: Sequence[float], valid: np.ndar
     radii : the R radii, ascending.
     valid : (S, R) where the measurement says something (range above the
         float32 noise floor); other radii are passed over.
-    factor : agreement means ``1 / factor <= ratio <= factor``.
+    factor : agreement means ``1 / factor <= ratio <= factor`` (:func:`within_factor`).
 
     Returns
     -------
@@ -412,8 +421,7 @@ def linear_regime_end(ratios: np.ndarray, radii: Sequence[float], valid: np.ndar
                          "radii do not match")
     if np.any(np.diff(radii) <= 0):
         raise ValueError("radii must be ascending")
-    with np.errstate(invalid="ignore"):
-        departs = valid & ~((ratios >= 1 / factor) & (ratios <= factor))
+    departs = valid & ~within_factor(ratios, factor=factor)
     first = np.where(departs.any(axis=1), departs.argmax(axis=1), -1)
     return np.where(first >= 0, radii[np.maximum(first, 0)], np.inf)
 

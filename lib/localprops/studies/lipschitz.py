@@ -36,6 +36,7 @@ from localprops.core.engine import (
 )
 from localprops.core.sampling import RadialPerturbations
 from localprops.models.samples import SampleSet
+from localprops.models.wrappers import ModelSpec, as_spec
 from localprops.studies.runner import run_units
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -95,57 +96,6 @@ class MinMaxNormalizer:
         return (t.to(torch.float64) - self.low.to(t.device)) / scale
 
     __call__ = transform
-
-
-@dataclass
-class LipschitzRatios:
-    """Distances of eq. 9 for every perturbed point; shapes ``(..., T)``."""
-
-    output_distance: torch.Tensor
-    input_distance: torch.Tensor
-
-    @property
-    def ratio(self) -> torch.Tensor:
-        """The local ratio ``L_x = output_distance / input_distance``."""
-        return self.output_distance / self.input_distance
-
-    def share_below(self, threshold: float = 1.0) -> torch.Tensor:
-        """Share of points with ratio below ``threshold`` (contraction when 1)."""
-        return (self.ratio < threshold).to(torch.float64).mean(dim=-1)
-
-
-def local_lipschitz_ratios(clean_input: ArrayLike, perturbed_inputs: ArrayLike,
-                           clean_output: ArrayLike, perturbed_outputs: ArrayLike,
-                           g: MinMaxNormalizer | None = None,
-                           h: MinMaxNormalizer | None = None) -> LipschitzRatios:
-    """``||g(Phi(x + nu)) - g(Phi(x))||`` and ``||h(x + nu) - h(x)||`` (paper eq. 9).
-
-    Parameters
-    ----------
-    clean_input : (D,) or (..., D) the clean image, flattened.
-    perturbed_inputs : (..., T, D) the perturbed images, flattened.
-    clean_output : (F,) or (..., F) feature-layer output of the clean image.
-    perturbed_outputs : (..., T, F) feature-layer outputs of the perturbed images.
-    g, h : fitted normalizers for outputs and inputs; None means no normalization.
-
-    Returns
-    -------
-    LipschitzRatios with float64 distances of shape (..., T).
-    """
-    def distance(clean, perturbed, norm):
-        c = clean if isinstance(clean, torch.Tensor) else torch.as_tensor(np.asarray(clean))
-        p = perturbed if isinstance(perturbed, torch.Tensor) else torch.as_tensor(np.asarray(perturbed))
-        if p.shape[-1] != c.shape[-1]:
-            raise ValueError(f"clean vector has {c.shape[-1]} elements, perturbed "
-                             f"ones {p.shape[-1]}")
-        _checks.check_finite(p, "perturbed vectors")
-        if norm is not None:
-            c, p = norm(c), norm(p)
-        diff = p.to(torch.float64) - c.to(torch.float64).unsqueeze(-2)
-        return torch.linalg.vector_norm(diff, dim=-1)
-
-    return LipschitzRatios(distance(clean_output, perturbed_outputs, g),
-                           distance(clean_input, perturbed_inputs, h))
 
 
 READINGS = ("minmax", "raw", "zscore")
@@ -260,15 +210,17 @@ class LipschitzStudy:
         return (self.ratio(reading) < 1).mean(axis=(0, 2))
 
 
-def lipschitz_study(model: nn.Module, samples: SampleSet, normalizers: Normalizers, *,
-                    radii: list[float], T: int, feature_layer: str, model_name: str,
-                    weights: str = "", norm: str = "l2", batch_size: int | None = None,
+def lipschitz_study(model: ModelSpec, samples: SampleSet, normalizers: Normalizers, *,
+                    radii: list[float], T: int, norm: str = "l2", batch_size: int | None = None,
                     cache: ResultCache | None = None, progress: bool = True) -> LipschitzStudy:
     """Distances of eq. 9 for every perturbed point, in each normalization.
 
     The perturbations are those of the isotropy study (same seeds), so every
     model of a dataset sees the same points.
     """
+    spec = as_spec(model)
+    model, model_name, weights = spec.model, spec.name, spec.weights
+    feature_layer = spec.feature_layer
     radii = list(_checks.check_radii(radii))
     T = _checks.check_count(T, "T")
     norm = _checks.check_norm(norm)

@@ -24,6 +24,7 @@ from localprops.core.cache import ResultCache
 from localprops.core.engine import evaluate, model_device
 from localprops.core.sampling import PermutedPerturbations, RadialPerturbations
 from localprops.models.samples import SampleSet
+from localprops.models.wrappers import ModelSpec, as_spec
 from localprops.studies.runner import run_units
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -106,20 +107,20 @@ class ScoreStudy:
         return score_statistics(self.scores, self.predictions, self.labels[:, None])
 
 
-def score_study(model: nn.Module, samples: SampleSet, *, kind: str = "isotropy",
-                radii: list[float], T: int, norm: str = "l2", model_name: str,
-                weights: str = "", batch_size: int | None = None,
+def score_study(model: ModelSpec, samples: SampleSet, *, kind: str = "isotropy",
+                radii: list[float], T: int, norm: str = "l2", batch_size: int | None = None,
                 cache: ResultCache | None = None, progress: bool = True) -> ScoreStudy:
     """Run the isotropy (eq. 4) or symmetry (eq. 6) study of one model.
 
     Parameters
     ----------
-    model : classifier, [0, 255] input, logits output.
+    model : the loaded model (:func:`localprops.models.load` or
+        :func:`~localprops.models.from_module`): [0, 255] input, logits out;
+        its name and weights key the cache.
     samples : the clean samples (each with its own seed).
     kind : ``"isotropy"`` (independent directions) or ``"symmetry"``
         (permutations of one perturbation per radius).
     radii, T, norm : the radii, perturbations per radius and norm of ``r``.
-    model_name, weights : identify the model in the cache key.
     batch_size : images per forward pass.
     cache : finished samples are read from and written to it.
     progress : a progress bar over samples.
@@ -129,6 +130,8 @@ def score_study(model: nn.Module, samples: SampleSet, *, kind: str = "isotropy",
     ScoreStudy. A sample that fails (e.g. the model returns NaN) is reported
     with a warning, listed in ``skipped`` and left out; the rest stand.
     """
+    spec = as_spec(model)
+    model, model_name, weights = spec.model, spec.name, spec.weights
     if kind not in KINDS:
         raise ValueError(f"unknown study kind {kind!r}: use one of {sorted(KINDS)}")
     radii = list(_checks.check_radii(radii))

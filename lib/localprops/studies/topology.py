@@ -34,6 +34,7 @@ from localprops.core.mantel import mantel
 from localprops.core.philox import uniform_rows
 from localprops.core.sampling import RadialPerturbations
 from localprops.models.samples import SampleSet
+from localprops.models.wrappers import ModelSpec, as_spec
 from localprops.studies.runner import run_units
 
 MAPS = ("model", "linear", "jacobian", "identity")
@@ -99,6 +100,12 @@ def _random_map(width: int, dim: int, seed: int, device, dtype) -> torch.Tensor:
     return torch.cat(blocks).T.contiguous()
 
 
+def _mantel_input(d: torch.Tensor) -> torch.Tensor | np.ndarray:
+    """Distances as :func:`mantel` takes them: a CUDA tensor stays on its device
+    (mantel's torch backend), anything else becomes a numpy array (numba)."""
+    return d if d.is_cuda else d.cpu().numpy()
+
+
 def _off_diagonal_spread(d: torch.Tensor) -> np.ndarray:
     n = d.shape[-1]
     mask = ~torch.eye(n, dtype=torch.bool, device=d.device)
@@ -106,8 +113,7 @@ def _off_diagonal_spread(d: torch.Tensor) -> np.ndarray:
     return (off.std(dim=-1) / off.mean(dim=-1)).cpu().numpy()
 
 
-def topology_study(model: nn.Module, samples: SampleSet, *, radii: list[float], T: int,
-                   feature_layer: str, model_name: str, weights: str = "",
+def topology_study(model: ModelSpec, samples: SampleSet, *, radii: list[float], T: int,
                    norm: str = "l2", permutations: int = 999, seed: int = 0,
                    cache: ResultCache | None = None, progress: bool = True) -> TopologyStudy:
     """Mantel tests of input against feature distances, with control maps.
@@ -116,8 +122,6 @@ def topology_study(model: nn.Module, samples: SampleSet, *, radii: list[float], 
     ----------
     model, samples : the classifier and its clean samples (own seeds).
     radii, T, norm : the perturbations of eq. 4 (the same as the isotropy study).
-    feature_layer : module name of the layer before the classifier.
-    model_name, weights : identify the model in the cache.
     permutations : Mantel permutations per test.
     seed : seed of the random linear control map and of the Mantel permutations.
     cache : finished samples are read from and written to it.
@@ -126,6 +130,9 @@ def topology_study(model: nn.Module, samples: SampleSet, *, radii: list[float], 
     -------
     TopologyStudy; failed samples are reported, listed in ``skipped`` and left out.
     """
+    spec = as_spec(model)
+    model, model_name, weights = spec.model, spec.name, spec.weights
+    feature_layer = spec.feature_layer
     radii = list(_checks.check_radii(radii))
     T = _checks.check_count(T, "T")
     if T < 3:
@@ -161,13 +168,13 @@ def topology_study(model: nn.Module, samples: SampleSet, *, radii: list[float], 
                  "identity": d_in}
         out = {}
         for name, d in tests.items():
-            rho, p = mantel(d_in.cpu().numpy(), d.cpu().numpy(), permutations=permutations,
+            rho, p = mantel(_mantel_input(d_in), _mantel_input(d), permutations=permutations,
                             seed=seed)
             out[f"rho_{name}"], out[f"p_{name}"] = np.atleast_1d(rho), np.atleast_1d(p)
         mixed_in = torch.cat(mixed_nu)
-        m_in = pairwise_distances(mixed_in).cpu().numpy()
-        m_out = pairwise_distances(torch.cat(mixed_feat)).cpu().numpy()
-        m_lin = pairwise_distances(mixed_in @ linear_map[0]).cpu().numpy()
+        m_in = _mantel_input(pairwise_distances(mixed_in))
+        m_out = _mantel_input(pairwise_distances(torch.cat(mixed_feat)))
+        m_lin = _mantel_input(pairwise_distances(mixed_in @ linear_map[0]))
         out["mixed_rho"], out["mixed_p"] = (np.atleast_1d(v) for v in mantel(
             m_in, m_out, permutations=permutations, seed=seed))
         out["mixed_linear_rho"] = np.atleast_1d(mantel(m_in, m_lin, permutations=0)[0])

@@ -78,8 +78,6 @@ NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 BOOK_DIR = "book"
 STAMP = ".localprops-build.json"
 KERNEL = "python3"
-# top-level files of the repository a scratch copy needs
-BOOK_CONFIG_FILES = ("_config.yml", "_toc.yml")
 # papermill metadata worth keeping in a committed notebook (no times, no paths)
 KEEP_PAPERMILL_KEYS = ("parameters", "default_parameters", "version",
                        "exception")

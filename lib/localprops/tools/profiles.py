@@ -167,9 +167,8 @@ def load_profile(name: str | Path, directory: str | Path | None = None,
 
     Examples
     --------
-    >>> profile = load_profile("ci")                        # doctest: +SKIP
+    >>> profile = load_profile("ci")
     >>> profile.parameters_for("00_getting_started", ["seed", "T", "profile"])
-    ... # doctest: +SKIP
     {'seed': 0, 'T': 4, 'profile': 'ci'}
     """
     path = _resolve(name, directory)

@@ -298,6 +298,37 @@ def update_record(out: Path, name: str, entry: dict) -> Path:
     return path
 
 
+#: How many images of the bundled evaluation subset the reference logits use.
+REFERENCE_IMAGES = 4
+
+
+@torch.no_grad()
+def reference_logits(net: nn.Module, device: torch.device) -> dict:
+    """Logits of the first images of the bundled subset, through the training pipeline.
+
+    Stored with the weights (``reference`` in ``gtsrb_weights.json``): the
+    loader's wrapper must give the same logits for the same images, which
+    checks that its preprocessing and normalisation agree with training.
+    """
+    net.eval()
+    images = data.gtsrb_eval_subset()["images"][:REFERENCE_IMAGES]
+    logits = net(data.images_to_tensor(images).to(device)).double().cpu()
+    return {"images": f"gtsrb_eval_subset()['images'][:{REFERENCE_IMAGES}]",
+            "logits": [[round(float(v), 5) for v in row] for row in logits]}
+
+
+def record_reference(name: str, out: Path, device: torch.device) -> dict:
+    """Add the reference logits of the committed net ``name`` to its record."""
+    from localprops.models import zoo
+
+    spec = zoo.load(name, device=device, weights_path=out)
+    path = out / GTSRB_WEIGHTS_JSON
+    record = json.loads(path.read_text())
+    record[name]["reference"] = reference_logits(spec.model, device)
+    path.write_text(json.dumps(dict(sorted(record.items())), indent=2) + "\n")
+    return record[name]["reference"]
+
+
 def command_line(argv: list[str]) -> str:
     """The command that reproduces this run (data path left out)."""
     kept, skip = [], False
@@ -317,6 +348,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m localprops.tools.train_gtsrb",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, choices=sorted(gtsrb_nets.ARCHITECTURES))
+    parser.add_argument("--record-reference", action="store_true",
+                        help="only add the reference logits of the committed net to "
+                             "its record (no training)")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -352,6 +386,8 @@ def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.record_reference:
+        return record_reference(args.model, Path(args.out), device)
     arrays = (load_torchvision_source(args.root, progress=not args.quiet)
               if args.source == "torchvision"
               else load_npz_source(args.data))
@@ -383,6 +419,7 @@ def main(argv: list[str] | None = None) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **facts,
     }
+    entry["reference"] = reference_logits(net, torch.device("cpu"))
     update_record(out, args.model, entry)
     print(json.dumps({"model": args.model, "test_accuracy": entry["test_accuracy"],
                       "file": str(path), "sha256": entry["sha256"]}), flush=True)

@@ -1,6 +1,7 @@
 """evaluate() against a plain per-image loop on a tiny ConvNet."""
 import pytest
 import torch
+
 from conftest import OutOfMemoryOnce
 from localprops.core.engine import evaluate
 from localprops.core.sampling import PermutedPerturbations, RadialPerturbations

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from localprops import models
 from localprops.models import data, gtsrb_nets
 from localprops.tools import train_gtsrb

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from localprops import models
-from localprops.models import data
 from PIL import Image
 from torch import nn
+
+from localprops import models
+from localprops.models import data
 
 GTSRB_NAMES = ["gtsrb-ciresan", "gtsrb-aghdam"]
 
@@ -99,6 +100,19 @@ def test_weights_record_is_complete():
         path = models.WEIGHTS_DIR / entry["file"]
         assert path.stat().st_size < 8_000_000
         assert data.file_sha256(path) == entry["sha256"]
+
+
+def test_loader_reproduces_the_training_pipelines_logits(gtsrb_spec):
+    """The wrapper's preprocessing and normalisation agree with training's."""
+    record = json.loads((models.WEIGHTS_DIR / models.GTSRB_WEIGHTS_JSON).read_text())
+    reference = record[gtsrb_spec.name]["reference"]
+    n = len(reference["logits"])
+    x = data.images_to_tensor(data.gtsrb_eval_subset()["images"][:n])
+    with torch.no_grad():
+        logits = gtsrb_spec.model(x).double().numpy()
+    np.testing.assert_allclose(logits, np.asarray(reference["logits"]), rtol=0, atol=2e-4)
+    assert all(not p.requires_grad for p in gtsrb_spec.model.parameters())
+    assert not gtsrb_spec.model.training
 
 
 @pytest.mark.data

@@ -4,13 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SmoothNet
+from torch import nn
+
+from conftest import SmoothNet, spec_of
 from localprops.core.cache import ResultCache
 from localprops.core.sampling import RadialPerturbations
 from localprops.models.samples import SampleSet
 from localprops.studies import attacks
 from localprops.studies.scores import score_study
-from torch import nn
 
 
 class Affine(nn.Module):
@@ -118,7 +119,7 @@ def test_binary_linear_model_first_order_step_is_optimal():
     for norm, dual in (("l2", float(w.norm())), ("linf", float(w.abs().sum()))):
         radii = np.array([0.5, 3.0])
         rows, labels = x.repeat_interleave(2, 0), y.repeat_interleave(2)
-        first = attacks.first_order_attack(model, rows, labels, np.tile(radii, 2), norm=norm)
+        first = attacks.pgd_attack(model, rows, labels, np.tile(radii, 2), norm=norm, steps=0)
         pgd = attacks.pgd_attack(model, rows, labels, np.tile(radii, 2), norm=norm, steps=5)
         with torch.no_grad():
             z = model(rows)
@@ -135,7 +136,7 @@ def test_pgd_never_above_first_order_nor_random(tiny_net, norm):
     y = confident(tiny_net, x)
     radii = [5.0, 40.0] if norm == "l2" else [1.0, 8.0]
     rows, labels = x.repeat_interleave(2, 0), y.repeat_interleave(2)
-    first = attacks.first_order_attack(tiny_net, rows, labels, radii * 3, norm=norm)
+    first = attacks.pgd_attack(tiny_net, rows, labels, radii * 3, norm=norm, steps=0)
     pgd = attacks.pgd_attack(tiny_net, rows, labels, radii * 3, norm=norm, steps=8,
                              batch_size=4)
     assert (pgd.scores <= first.scores + 1e-12).all()
@@ -146,7 +147,7 @@ def test_pgd_never_above_first_order_nor_random(tiny_net, norm):
     else:
         assert (pgd.norms <= np.array(radii * 3) * (1 + 1e-6)).all()
     s = SampleSet(images=x, labels=y.tolist(), seeds=[1, 2, 3], ids=[0, 1, 2])
-    random = score_study(tiny_net, s, radii=radii, T=16, norm=norm, model_name="t",
+    random = score_study(spec_of(tiny_net, "t"), s, radii=radii, T=16, norm=norm,
                          progress=False)
     assert (pgd.scores.reshape(3, 2) <= random.scores.min(axis=-1) + 1e-9).all()
 
@@ -184,7 +185,7 @@ def test_random_search_reuses_grid_predictions_and_censors(tiny_net):
     x = images(1, (3, 12, 12), dtype=torch.float32)[0]
     y = int(confident(tiny_net, x[None])[0])
     s = SampleSet(images=x[None], labels=[y], seeds=[5], ids=[0])
-    study = score_study(tiny_net, s, radii=[10.0, 100.0], T=8, model_name="t", progress=False)
+    study = score_study(spec_of(tiny_net, "t"), s, radii=[10.0, 100.0], T=8, progress=False)
     fresh = attacks.random_flip_radius(tiny_net, x, y, seed=5, norm="l2", T=8,
                                        radii=[10.0, 100.0], cap=1e5)
     reused = attacks.random_flip_radius(tiny_net, x, y, seed=5, norm="l2", T=8,
@@ -209,9 +210,9 @@ def test_attack_study_end_to_end(tiny_net, tmp_path):
     s = SampleSet(images=x, labels=y, seeds=[3, 4], ids=[10, 11])
     cache = ResultCache(tmp_path)
     for norm in ("l2", "linf"):
-        iso = score_study(tiny_net, s, radii=[1.0, 10.0], T=6, norm=norm, model_name="t",
+        iso = score_study(spec_of(tiny_net, "t"), s, radii=[1.0, 10.0], T=6, norm=norm,
                           progress=False)
-        study = attacks.attack_study(tiny_net, s, iso, model_name="t", cache=cache,
+        study = attacks.attack_study(spec_of(tiny_net, "t"), s, iso, cache=cache,
                                      progress=False)
         assert study.pgd.shape == (2, 2) and study.dimension == 3 * 12 * 12
         assert (study.pgd <= study.first_order + 1e-12).all()
@@ -219,13 +220,13 @@ def test_attack_study_end_to_end(tiny_net, tmp_path):
         assert (study.adversarial_radius <= study.random_radius).all()
         assert (study.ratio >= 1).all()
         np.testing.assert_array_equal(study.random_min, iso.scores.min(axis=-1))
-        again = attacks.attack_study(tiny_net, s, iso, model_name="t", cache=cache,
+        again = attacks.attack_study(spec_of(tiny_net, "t"), s, iso, cache=cache,
                                      progress=False)
         np.testing.assert_array_equal(again.random_radius, study.random_radius)
     assert cache.hits == 4
     other = SampleSet(images=x, labels=y, seeds=[3, 4], ids=[10, 12])
     with pytest.raises(ValueError, match="samples"):
-        attacks.attack_study(tiny_net, other, iso, model_name="t", progress=False)
+        attacks.attack_study(spec_of(tiny_net, "t"), other, iso, progress=False)
 
 
 def test_bad_input_is_explained(tiny_net):
@@ -339,9 +340,11 @@ def test_linear_ratio_matches_the_sampler(norm):
 
 def test_ratio_is_nan_where_no_adversarial_point_was_found():
     study = attacks.AttackStudy(
-        "m", "l2", np.array([1.0]), np.arange(2), 48, 10, 100.0, np.zeros((2, 1)),
-        np.zeros((2, 1)), np.zeros((2, 1), bool), np.ones((2, 1)), np.array([4.0, np.inf]),
-        np.array([2.0, np.inf]), np.array([40.0, 50.0]), np.zeros(2, bool), np.ones(2))
+        "m", "l2", np.array([1.0]), np.arange(2), 48, 10, 100.0,
+        first_order_log_odds=np.zeros((2, 1)), pgd_log_odds=np.zeros((2, 1)),
+        random_min=np.ones((2, 1)), deepfool_radius=np.array([4.0, np.inf]),
+        pgd_radius=np.array([2.0, np.inf]), random_radius=np.array([40.0, 50.0]),
+        random_censored=np.zeros(2, bool), l1_over_l2=np.ones(2))
     np.testing.assert_array_equal(study.adversarial_radius, [2.0, np.inf])
     np.testing.assert_array_equal(study.ratio, [20.0, np.nan])
 
@@ -368,3 +371,61 @@ def test_out_of_memory_halves_the_chunk_of_every_gradient_pass(tiny_net):
     assert small.calls[:3] == [6, 3, 1]              # 6 and 3 fail, then it halves to 1
     with pytest.raises(torch.cuda.OutOfMemoryError):
         firstorder.gradients(OutOfMemoryOnce(tiny_net, limit=0), x, y)
+
+
+def constructed_study(seed=0, S=5, R=3):
+    """An AttackStudy of random numbers, one sample without an adversarial point."""
+    rng = np.random.default_rng(seed)
+    deepfool, pgd = rng.uniform(1, 5, S), rng.uniform(1, 5, S)
+    deepfool[:1] = pgd[:1] = np.inf
+    return attacks.AttackStudy(
+        "m", "linf", np.array([1.0, 5.0, 20.0])[:R], np.arange(S), 3 * 8 * 8, 6, 255.0,
+        rng.normal(5, 10, (S, R)), rng.normal(-2, 30, (S, R)),
+        1 - 10.0 ** rng.uniform(-12, -1, (S, R)), deepfool, pgd, rng.uniform(0.5, 80, S),
+        rng.random(S) < 0.4, rng.uniform(5, 40, S))
+
+
+def test_drops_are_one_minus_the_scores_and_exact_near_one():
+    study = constructed_study()
+    np.testing.assert_allclose(study.first_order_drops, 1 - study.first_order, atol=1e-15)
+    np.testing.assert_allclose(study.pgd_drops, 1 - study.pgd, atol=1e-15)
+    np.testing.assert_array_equal(study.random_drops, 1.0 - study.random_min)
+    study.pgd_log_odds[:] = 50.0                # s rounds to 1; 1 - s does not vanish
+    assert (study.pgd == 1.0).all()
+    np.testing.assert_allclose(study.pgd_drops, np.exp(-50.0), rtol=1e-14)
+
+
+def test_attack_summary_against_a_loop():
+    from localprops.studies import beyond
+
+    study = constructed_study(S=7)
+    got = beyond.attack_summary(study)
+    adversarial = [min(study.deepfool_radius[s], study.pgd_radius[s]) for s in range(7)]
+    found = [study.random_radius[s] / a for s, a in enumerate(adversarial) if np.isfinite(a)]
+    assert got.ratio == pytest.approx(np.median(found), rel=1e-12)
+    assert got.not_found == 1 and got.below_one == sum(r < 1 for r in found)
+    assert got.censored == int(study.random_censored.sum())
+    for name in ("deepfool_radius", "pgd_radius", "random_radius"):
+        assert getattr(got, name) == np.median(getattr(study, name))
+    assert got.linear_best == pytest.approx(np.median(
+        [attacks.linear_ratio("linf", 192, study.l1_over_l2[s], 6) for s in range(7)]))
+    assert got.linear_typical == pytest.approx(np.median(
+        [attacks.linear_ratio("linf", 192, study.l1_over_l2[s]) for s in range(7)]))
+    assert got.radius == 20.0
+    assert got.random_drop == pytest.approx(np.median([1 - study.random_min[s, -1]
+                                                       for s in range(7)]), rel=1e-12)
+    for name, lo in (("first_order_drop", study.first_order_log_odds),
+                     ("pgd_drop", study.pgd_log_odds)):
+        closed = [np.exp(-lo[s, -1]) / (1 + np.exp(-lo[s, -1])) for s in range(7)]
+        assert getattr(got, name) == pytest.approx(np.median(closed), rel=1e-12)
+
+
+def test_attack_summary_without_adversarial_points_or_samples():
+    from localprops.studies import beyond
+
+    study = constructed_study(S=3)
+    study.deepfool_radius[:] = study.pgd_radius[:] = np.inf
+    got = beyond.attack_summary(study)
+    assert np.isnan(got.ratio) and got.not_found == 3 and got.below_one == 0
+    empty = beyond.attack_summary(constructed_study(S=0))
+    assert np.isnan(empty.deepfool_radius) and np.isnan(empty.pgd_drop) and empty.censored == 0

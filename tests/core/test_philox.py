@@ -1,6 +1,7 @@
 """Philox4x32-10 against the published Random123 known-answer vectors."""
 import pytest
 import torch
+
 from localprops.core import philox
 
 # Random123 kat_vectors, "philox4x32 10" lines: counter (4 words), key (2), expected (4)
@@ -20,6 +21,7 @@ def test_known_answers(counter, key, expected):
 
 def test_known_answers_compiled_kernel():
     import numpy as np
+
     from localprops.core import _philox_cpu
     for counter, key, expected in KAT:
         # random_words uses counter (block, row, lane0, lane1): put the KAT counter there

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from localprops.report import claims, scorecard
 from localprops.studies import attacks
 from localprops.studies.attacks import AttackStudy
@@ -55,7 +56,7 @@ def attack(ratio, d=10_000, censored=None, l1_over_l2=None):
     n = len(ratio)
     l1 = np.full(n, 80.0) if l1_over_l2 is None else np.asarray(l1_over_l2, float)
     return AttackStudy("m", "l2", np.array([1.0]), np.arange(n), d, 50, 1e5,
-                       np.ones((n, 1)), np.ones((n, 1)), np.zeros((n, 1), bool),
+                       np.ones((n, 1)), np.ones((n, 1)),
                        np.ones((n, 1)), np.ones(n), np.ones(n), np.asarray(ratio, float),
                        np.zeros(n, bool) if censored is None else np.asarray(censored), l1)
 
@@ -78,3 +79,29 @@ def test_ratio_rules():
     failed.deepfool_radius[0] = failed.pgd_radius[0] = np.inf
     b3, b4 = claims.attack_claims([failed])
     assert "1 without an adversarial point" in b3.measured and b4.verdict == scorecard.SUPPORTED
+
+
+@pytest.mark.parametrize("scale, agrees", [(0.75, True), (0.25, False)])
+def test_claims_plot_and_regime_share_one_agreement_rule(scale, agrees):
+    """B1, the agreement figure and the end of the linear regime judge alike."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from localprops.report import plots
+    from localprops.studies import firstorder
+
+    iso, study = pair(scale_at_large=1.0)
+    clean = study.clean_scores[:, None, None]
+    iso.scores[:] = clean + scale * (study.predicted_scores(1) - clean)   # ratio 1 / scale
+    valid = {"m": np.ones((4, 3), bool)}
+    ratio = firstorder.range_ratios(iso, study)
+    np.testing.assert_allclose(ratio, 1 / scale, rtol=1e-6)
+    assert firstorder.within_factor(ratio).all() == agrees
+    b1, _ = claims.first_order_claims([iso], [study], valid)
+    assert b1.verdict == (scorecard.NOT_SUPPORTED if agrees else scorecard.SUPPORTED)
+    ax = plots.agreement_by_radius([iso], [study], valid)
+    np.testing.assert_array_equal(ax.lines[0].get_ydata(), 1.0 if agrees else 0.0)
+    end = firstorder.linear_regime_end(ratio, study.radii, valid["m"])
+    np.testing.assert_array_equal(end, np.inf if agrees else 1e-3)
+    assert claims.attack_claims([attack([44.5 / scale] * 3)])[0].verdict == (
+        scorecard.SUPPORTED if agrees else scorecard.NOT_SUPPORTED)

@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torch import nn
+
 from localprops.core.philox import derive_seed
 from localprops.models import ResizeCrop, data, from_module
 from localprops.models.samples import select_samples
 from localprops.tools import assets
-from PIL import Image
-from torch import nn
 
 
 def needs_env(variable: str) -> Path:

@@ -2,17 +2,20 @@
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
+from conftest import spec_of
 from localprops.core.philox import derive_seed
 from localprops.core.sampling import radial_perturbations
 from localprops.models.samples import SampleSet
 from localprops.studies.lipschitz import (
+    MinMaxNormalizer,
     ZScoreNormalizer,
     _operator_norm,
     fit_normalizers,
     global_lipschitz_bound,
     lipschitz_study,
 )
-from torch import nn
 
 
 def make_samples(n=2):
@@ -25,8 +28,7 @@ def test_distances_match_direct_computation(tiny_net):
     s = make_samples()
     fit = torch.rand(30, 3, 12, 12, generator=torch.Generator().manual_seed(1)) * 255
     norms = fit_normalizers(tiny_net, fit, "classifier.2")
-    study = lipschitz_study(tiny_net, s, norms, radii=[1.0, 10.0], T=4,
-                            feature_layer="classifier.2", model_name="tiny", progress=False)
+    study = lipschitz_study(spec_of(tiny_net, "tiny", feature_layer="classifier.2"), s, norms, radii=[1.0, 10.0], T=4, progress=False)
     nu = radial_perturbations((3, 12, 12), [1.0, 10.0], 4, seed=s.seeds[0], dtype=torch.float64)
     store = []
     h = dict(tiny_net.named_modules())["classifier.2"].register_forward_hook(
@@ -90,3 +92,26 @@ def test_global_bound_refuses_branching_models():
 
     with pytest.raises(ValueError, match="not a plain sequence"):
         global_lipschitz_bound(Residual(), (3, 4, 4), "c")
+
+
+def test_normalizer_brute_force():
+    rng = np.random.default_rng(3)
+    fit_data = rng.normal(size=(50, 6))
+    fit_data[:, 5] = 2.0                                   # a constant feature
+    g = MinMaxNormalizer().update(fit_data[:20]).update(fit_data[20:])
+    low, high = fit_data.min(0), fit_data.max(0)
+    scale = np.where(high > low, high - low, 1.0)
+    assert np.allclose(g(fit_data).numpy(), (fit_data - low) / scale)
+    h = MinMaxNormalizer(per_feature=False).update(np.array([[0.0, 255.0]]))
+    assert h.scale.tolist() == [255.0]
+    x = rng.uniform(0, 255, 4)
+    assert np.allclose(h(x).numpy(), x / 255)
+
+
+def test_normalizer_bad_input():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        MinMaxNormalizer().transform(np.zeros((1, 2)))
+    with pytest.raises(ValueError, match=r"\(N, F\)"):
+        MinMaxNormalizer().update(np.zeros(3))
+    with pytest.raises(ValueError, match="features"):
+        MinMaxNormalizer().update(np.zeros((2, 3))).update(np.zeros((2, 4)))

@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from localprops.tools import build as lpbuild
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 INSTALL_HINT = ("install Debian chromium + chromium-driver: "

@@ -3,12 +3,13 @@ import math
 
 import pytest
 import torch
+
 from localprops.core.sampling import (
     PermutedPerturbations,
     RadialPerturbations,
-    paper_radii,
     permuted_perturbations,
     radial_perturbations,
+    radius_grid,
 )
 
 SHAPE = (3, 8, 8)
@@ -96,7 +97,10 @@ def test_permutations_are_uniform_enough():
 
 
 def test_paper_radii():
-    assert paper_radii(1e-4, 3) == [1e-4, 1.0, 2.0, 3.0]
+    assert radius_grid(1e-4, [1, 2, 3]) == [1e-4, 1.0, 2.0, 3.0]
+    assert radius_grid()[1:] == [float(r) for r in range(1, 21)]
+    with pytest.raises(ValueError, match="smaller than every radius"):
+        radius_grid(2.0, [1, 2])
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

@@ -17,6 +17,8 @@ from types import SimpleNamespace
 
 import nbformat
 import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
 from localprops.tools import build as lpbuild
 from localprops.tools.profiles import (
     Profile,
@@ -25,9 +27,8 @@ from localprops.tools.profiles import (
     available_profiles,
     load_profile,
 )
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MATHJAX = ROOT / "_build" / "vendor" / "mathjax" / "_static" / "mathjax"
 SITE_ENV = "LOCALPROPS_SITE_DIR"
 
