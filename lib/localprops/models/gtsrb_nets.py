@@ -75,6 +75,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from localprops.models.gtsrb_families import FAMILIES
+
 #: Input side of the original nets (the 32x32 images are upsampled to it).
 ORIGINAL_SIZE = 48
 #: Side of the book's GTSRB images.
@@ -167,15 +169,18 @@ class AghdamNet(_ThreeStageNet):
                          num_classes=num_classes)
 
 
-#: Model name -> class, for the loader and the training script.
-ARCHITECTURES: dict[str, type[_ThreeStageNet]] = {
+#: Model name -> class, for the loader and the training script: the paper's
+#: two GTSRB nets, then the four ImageNet families trained on GTSRB
+#: (:mod:`localprops.models.gtsrb_families`).
+ARCHITECTURES: dict[str, type[nn.Module]] = {
     "gtsrb-ciresan": CiresanNet,
     "gtsrb-aghdam": AghdamNet,
+    **FAMILIES,
 }
 
 
-def build(name: str) -> _ThreeStageNet:
-    """A freshly initialised GTSRB net by name (``gtsrb-ciresan`` / ``gtsrb-aghdam``)."""
+def build(name: str) -> nn.Module:
+    """A freshly initialised GTSRB net by name (a key of :data:`ARCHITECTURES`)."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown GTSRB net {name!r}; known: "
                          f"{sorted(ARCHITECTURES)}")
