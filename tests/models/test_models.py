@@ -95,6 +95,15 @@ def test_gtsrb_weights_via_environment(tmp_path, monkeypatch):
         models.load("gtsrb-ciresan", device="cpu")
 
 
+def test_untrained_net_names_its_training_command_first(tmp_path):
+    (tmp_path / models.GTSRB_WEIGHTS_JSON).write_text("{}")
+    with pytest.raises(models.ModelUnavailableError) as error:
+        models.load("gtsrb-vgg11bn", device="cpu", weights_path=tmp_path)
+    first, second = str(error.value).splitlines()
+    assert first.endswith("--model gtsrb-vgg11bn --weights-dtype float16`")
+    assert str(tmp_path) not in first and str(tmp_path) in second
+
+
 def test_weights_record_is_complete():
     record = json.loads((models.WEIGHTS_DIR / models.GTSRB_WEIGHTS_JSON).read_text())
     for name in GTSRB_NAMES:

@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from localprops.models import gtsrb_nets
+from localprops.models import gtsrb_families, gtsrb_nets
 from localprops.models.data import (
     as_image_batch,
     file_sha256,
@@ -130,9 +130,11 @@ def _read_gtsrb_record(folder: Path, name: str) -> dict:
             f"with `python -m localprops.tools.train_gtsrb --model {name} --out {folder}`")
     record = json.loads(path.read_text())
     if name not in record:
+        dtype = " --weights-dtype float16" if name in gtsrb_families.FAMILIES else ""
         raise ModelUnavailableError(
-            f"{path} has no entry for {name}. Train it with `python -m "
-            f"localprops.tools.train_gtsrb --model {name} --out {folder}`")
+            f"no trained weights for {name} yet: train them with `python -m "
+            f"localprops.tools.train_gtsrb --model {name}{dtype}`\n"
+            f"({path} has no entry for {name}; add `--out {folder}` to write there)")
     return record[name]
 
 
