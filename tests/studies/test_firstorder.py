@@ -10,6 +10,7 @@ from torch import nn
 
 from conftest import SmoothNet, spec_of
 from localprops.core.cache import ResultCache
+from localprops.core.engine import true_class_log_odds
 from localprops.core.sampling import RadialPerturbations
 from localprops.models.samples import SampleSet
 from localprops.studies import firstorder
@@ -39,7 +40,7 @@ def samples(n=2, shape=(3, 6, 6), label=0, seed=0):
 
 def score_of(model, x, label):
     with torch.no_grad():
-        lo = firstorder.true_class_log_odds(model(x[None]), torch.tensor([label]))
+        lo = true_class_log_odds(model(x[None]), torch.tensor([label]))
     return torch.sigmoid(lo)[0]
 
 
@@ -47,10 +48,10 @@ def test_log_odds_matches_softmax():
     logits = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3]])
     labels = torch.tensor([0, 2])
     p = torch.softmax(logits.double(), 1)[torch.arange(2), labels]
-    lo = firstorder.true_class_log_odds(logits, labels)
+    lo = true_class_log_odds(logits, labels)
     assert torch.allclose(torch.sigmoid(lo), p, rtol=1e-12)
     # no saturation where the probability rounds to 1
-    assert firstorder.true_class_log_odds(torch.tensor([[60.0, 0.0]]), torch.tensor([0])) \
+    assert true_class_log_odds(torch.tensor([[60.0, 0.0]]), torch.tensor([0])) \
         == pytest.approx(60.0)
 
 
@@ -192,10 +193,14 @@ def test_measurable_excludes_rounding_and_the_noise_floor(tiny_net):
     shape = (3, 12, 12)
     images = torch.full((2, *shape), 250.0)      # float32 step near 250 is ~1.5e-5
     s = SampleSet(images=images, labels=[0, 0], seeds=[1, 2], ids=[5, 6])
-    study = score_study(spec_of(tiny_net, "t"), s, radii=[1e-4, 1.0], T=4, progress=False)
+    study = score_study(spec_of(tiny_net, "t"), s, radii=[1e-4, 1.0], T=4, progress=False,
+                        precise=[])
     ok = firstorder.measurable(study, s, floor=0.0)
     assert ok.shape == (2, 2)
-    assert not ok[:, 0].any()                    # eps in L2: the network sees rounding
+    assert not ok[:, 0].any()                    # eps in L2 in float32: the net sees rounding
+    precise = score_study(spec_of(tiny_net, "t"), s, radii=[1e-4, 1.0], T=4, progress=False)
+    assert precise.float64.tolist() == [True, False]
+    assert firstorder.measurable(precise, s, floor=0.0)[:, 0].all()   # float64: faithful
     spread = np.ptp(study.scores, axis=-1)[:, 1]
     np.testing.assert_array_equal(ok[:, 1], spread > 0)
     assert not firstorder.measurable(study, s, floor=1.0).any()

@@ -1,4 +1,5 @@
 """Score studies and their runner: score statistics, results, caching, resumption after a kill, corrupt cache files."""
+import copy
 import os
 import signal
 import subprocess
@@ -17,7 +18,12 @@ from localprops.core.engine import evaluate
 from localprops.core.philox import derive_seed
 from localprops.core.sampling import PermutedPerturbations, RadialPerturbations
 from localprops.models.samples import SampleSet
-from localprops.studies.scores import float32_noise_floor, score_statistics, score_study
+from localprops.studies.scores import (
+    float32_noise_floor,
+    float64_radii,
+    score_statistics,
+    score_study,
+)
 
 
 def make_samples(n=3, shape=(3, 12, 12)):
@@ -88,7 +94,26 @@ def test_bad_parameters(tiny_net):
 
 def test_noise_floor_is_small_and_positive(tiny_net):
     floor = float32_noise_floor(tiny_net, make_samples(2), radius=1.0, T=8)
-    assert floor.shape == (2,) and (floor < 1e-5).all() and (floor > 0).any()
+    for values in (floor.probability, floor.log_odds):
+        assert values.shape == (2,) and (values < 1e-4).all() and (values > 0).any()
+    assert np.array_equal(floor.for_samples([1, 0]), floor.probability[::-1])
+    with pytest.raises(KeyError, match="same SampleSet"):
+        floor.for_samples([7])
+
+
+def test_float64_radii_and_log_odds(tiny_net):
+    """eps in L2 is evaluated in float64; float64 rows match a float64 model; log-odds agree."""
+    samples = make_samples(2)
+    assert float64_radii(samples, [1e-3, 1.0], "l2") == [1e-3]
+    study = score_study(spec_of(tiny_net, "m"), samples, radii=[1e-3, 1.0], T=4)
+    assert study.float64.tolist() == [True, False]
+    reference = score_study(spec_of(copy.deepcopy(tiny_net).double(), "m64"), samples,
+                            radii=[1e-3], T=4, precise=[])
+    np.testing.assert_allclose(study.scores[:, :1], reference.scores, rtol=0, atol=1e-15)
+    s = study.scores
+    np.testing.assert_allclose(study.log_odds, np.log(s / (1 - s)), rtol=1e-6)
+    floor = float32_noise_floor(tiny_net, samples, radius=1e-3, T=4)
+    assert (study.range_floors(floor)[:, 0] < study.range_floors(floor)[:, 1]).all()
 
 
 RUNNER = textwrap.dedent("""

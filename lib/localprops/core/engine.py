@@ -24,7 +24,7 @@ from localprops.core.progress import progress_bar
 from localprops.core.sampling import Perturbations
 
 __all__ = ["EvalResult", "capture_layer", "default_batch_size", "evaluate",
-           "model_device", "model_dtype"]
+           "model_device", "model_dtype", "true_class_log_odds"]
 
 
 @dataclass
@@ -37,6 +37,10 @@ class EvalResult:
         in float64, so that probabilities within 1e-8 of 1 stay distinct).
     predictions : (R, T) predicted classes.
     scores : (R, T) probability of ``label``, or None without a label.
+    log_odds : (R, T) true-class log-odds ``z_y - logsumexp_{k != y} z_k`` from
+        the float64 logits, or None without a label. Monotone in the score and
+        never saturated: where the probability rounds to 1 it still resolves
+        how confident the model is.
     features : (R, T, F) flattened activations of ``feature_layer``, or None.
     clean_probs : (K,) probabilities of the clean image.
     clean_features : (F,) activations of the clean image at ``feature_layer``.
@@ -46,6 +50,7 @@ class EvalResult:
     probs: torch.Tensor
     predictions: torch.Tensor
     scores: torch.Tensor | None
+    log_odds: torch.Tensor | None
     features: torch.Tensor | None
     clean_probs: torch.Tensor
     clean_features: torch.Tensor | None
@@ -152,12 +157,29 @@ def _forward(model, batch, layer, probs_out, feats_out, start):
         raise ValueError(f"the model must return logits (N, K), got shape {tuple(logits.shape)}")
     # softmax in float64: a confident network's true-class probability is
     # 1 - 1e-9 or closer, which float32 rounds to exactly 1
-    probs = torch.softmax(logits.double(), dim=-1)
-    probs_out.append((start, probs.cpu()))
+    logits = logits.double()
+    probs_out.append((start, torch.softmax(logits, dim=-1).cpu(), logits.cpu()))
     if layer is not None:
         if not sink:
             raise RuntimeError(f"feature_layer {layer!r} was not called in the forward pass")
         feats_out.append((start, sink[-1].cpu()))
+
+
+def true_class_log_odds(logits: torch.Tensor, label: int | torch.Tensor) -> torch.Tensor:
+    """``z_y - logsumexp_{k != y} z_k`` over the last axis: log(s / (1 - s)) without rounding.
+
+    ``label`` is one class for all rows or a tensor of classes broadcastable
+    to ``logits.shape[:-1]``. Computed from the logits, so it stays finite and
+    exact where the probability ``s`` is 1 to machine precision.
+    """
+    if logits.ndim < 1 or logits.shape[-1] < 2:
+        raise ValueError(f"logits must have a last axis of K >= 2 classes, got "
+                         f"{tuple(logits.shape)}")
+    logits = logits.double()
+    label = torch.as_tensor(label, device=logits.device).expand(logits.shape[:-1])
+    true = logits.gather(-1, label[..., None])[..., 0]
+    others = logits.scatter(-1, label[..., None], float("-inf"))
+    return true - torch.logsumexp(others, dim=-1)
 
 
 def run_chunked(n: int, size: int, step: Callable[[int, int], Any], *,
@@ -260,7 +282,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, perturbations, *,
         bar.close()
         model.train(was_training)
     r, t = source.shape[:2]
-    probs = torch.cat([p for _, p in probs_out]).reshape(r, t, -1)
+    probs = torch.cat([p for _, p, _ in probs_out]).reshape(r, t, -1)
     if not torch.isfinite(probs).all():
         raise ValueError("the model produced NaN or infinite outputs; check the "
                          "model and its input range ([0, 255] expected)")
@@ -269,8 +291,12 @@ def evaluate(model: nn.Module, x: torch.Tensor, perturbations, *,
     if labels is not None and not 0 <= labels < probs.shape[-1]:
         raise ValueError(f"labels={labels} is not a class of this model "
                          f"(it has {probs.shape[-1]} classes)")
-    scores = probs[..., labels] if labels is not None else None
+    scores = log_odds = None
+    if labels is not None:
+        scores = probs[..., labels]
+        logits = torch.cat([z for _, _, z in probs_out]).reshape(r, t, -1)
+        log_odds = true_class_log_odds(logits, labels)
     return EvalResult(probs=probs, predictions=probs.argmax(dim=-1), scores=scores,
-                      features=features, clean_probs=clean_probs[0][1][0],
+                      log_odds=log_odds, features=features, clean_probs=clean_probs[0][1][0],
                       clean_features=clean_feats[0][1][0] if feature_layer else None,
                       batch_size=batch_size)

@@ -41,3 +41,74 @@ def sigmoid(x: ArrayLike) -> np.ndarray | np.float64:
     x = np.asarray(x, dtype=np.float64)
     with np.errstate(over="ignore"):
         return 1.0 / (1.0 + np.exp(-x))
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial share ``successes / n``.
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at
+    0 or n successes, so a share of 8/8 gets an honest interval (about
+    [0.68, 1]). ``n = 0`` gives the uninformative interval (0, 1).
+
+    Examples
+    --------
+    >>> [round(v, 3) for v in wilson_interval(8, 8)]
+    [0.676, 1.0]
+    >>> [round(v, 3) for v in wilson_interval(50, 100)]
+    [0.404, 0.596]
+    """
+    from scipy.stats import norm as _normal
+
+    successes, n = int(successes), int(n)
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
+    if n == 0:
+        return 0.0, 1.0
+    z = float(_normal.ppf(0.5 + confidence / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def bootstrap_interval(values: ArrayLike, statistic=np.median, *, n_boot: int = 2000,
+                       confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic`` over the first axis of ``values``.
+
+    The first axis indexes independent units (samples); any further axes are
+    kept together, so a statistic over (sample, radius) pairs is resampled by
+    whole samples (a cluster bootstrap): pairs of one image are not
+    independent draws. ``statistic`` receives an array of the resampled rows
+    and returns a number. Seeded: the same call gives the same interval.
+    NaN values are ignored by the default statistics only if ``statistic``
+    ignores them; pass ``np.nanmedian`` for that.
+
+    Examples
+    --------
+    >>> lo, hi = bootstrap_interval(np.arange(101.0))
+    >>> bool(lo < 50 < hi)
+    True
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n, size=(int(n_boot), n))
+    stats = np.array([statistic(values[p]) for p in picks], dtype=np.float64)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.nanquantile(stats, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def pooled_share(hits: ArrayLike, counted: ArrayLike | None = None) -> float:
+    """Share of hits among counted items, pooled over all axes (NaN when none count).
+
+    ``hits`` and ``counted`` are boolean arrays of one shape (``counted``
+    defaults to all items). Used with :func:`bootstrap_interval` on per-sample
+    rows, e.g. ``statistic=lambda rows: pooled_share(rows[..., 0], rows[..., 1])``.
+    """
+    hits = np.asarray(hits, bool)
+    counted = np.ones_like(hits) if counted is None else np.asarray(counted, bool)
+    total = counted.sum()
+    return float((hits & counted).sum() / total) if total else float("nan")

@@ -8,22 +8,50 @@ them with :func:`save_verdicts`; the scorecard chapter reads them back with
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 SUPPORTED, PARTLY, NOT_SUPPORTED = "supported", "partly", "not supported"
+#: the data cannot decide (below the noise floor, too few measurable samples,
+#: or an interval that straddles the threshold)
+INCONCLUSIVE = "inconclusive"
+#: a logical statement: illustrated by the data, not tested, never counted as support
+LOGICAL = "logical"
+VERDICTS = (SUPPORTED, PARTLY, NOT_SUPPORTED, INCONCLUSIVE, LOGICAL)
 
 
 @dataclass
 class Verdict:
-    """One claim of the paper, our measurement and our verdict."""
+    """One claim of the paper, our measurement and our verdict.
+
+    ``models`` maps every model behind the row to its sample count and, where
+    the rule uses a share or a median, the model's estimate, 95% interval and
+    outcome (:meth:`localprops.report.rules.Outcome.as_dict`); ``estimate``
+    and ``interval`` repeat the deciding model's (the one closest to the
+    threshold). ``sensitivity`` says what the verdict would be under a stated
+    alternative threshold or reading.
+    """
 
     claim: str
     paper: str
     measured: str
     rule: str
     verdict: str
-    models: str = ""
+    models: dict = field(default_factory=dict)
     setting: str = ""
+    estimate: float | None = None
+    interval: list | None = None
+    sensitivity: str = ""
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if isinstance(self.models, str):        # a plain list of names
+            self.models = {name.strip(): {} for name in self.models.split(",") if name.strip()}
+
+    @property
+    def model_names(self) -> str:
+        """The models behind the row, comma-separated."""
+        return ", ".join(self.models)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -44,12 +44,13 @@ from localprops.core.engine import (
     model_device,
     model_dtype,
     run_chunked,
+    true_class_log_odds,
 )
 from localprops.core.sampling import RadialPerturbations
 from localprops.core.stats import sigmoid
 from localprops.models.samples import SampleSet
 from localprops.models.wrappers import ModelSpec, as_spec
-from localprops.studies.firstorder import gradients, true_class_log_odds
+from localprops.studies.firstorder import gradients
 from localprops.studies.runner import run_units
 from localprops.studies.scores import ScoreStudy
 

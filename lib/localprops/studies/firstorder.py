@@ -37,31 +37,22 @@ from torch import nn
 from localprops.core import checks as _checks
 from localprops.core.cache import ResultCache
 from localprops.core.checks import as_labels
-from localprops.core.engine import gradient_batch_size, model_device, model_dtype, run_chunked
+from localprops.core.engine import (
+    gradient_batch_size,
+    model_device,
+    model_dtype,
+    run_chunked,
+    true_class_log_odds,
+)
 from localprops.core.sampling import RadialPerturbations
 from localprops.core.stats import sigmoid
 from localprops.models.samples import SampleSet
 from localprops.models.wrappers import ModelSpec, as_spec
 from localprops.studies.runner import run_units
-from localprops.studies.scores import ScoreStudy, rounding_distortion
+from localprops.studies.scores import NoiseFloor, ScoreStudy, rounding_distortion
 
 #: modules (besides the shared ones) whose code determines this study's units
 CODE_MODULES = ("scores", "firstorder")
-
-
-def true_class_log_odds(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``z_y - logsumexp_{k != y} z_k`` per row, in float64: ``s = sigmoid(lo)``.
-
-    Monotone in the true-class probability, never saturated: its gradient has
-    the direction of the gradient of ``s``.
-    """
-    if logits.ndim != 2 or logits.shape[1] < 2:
-        raise ValueError(f"logits must have shape (N, K) with K >= 2, got {tuple(logits.shape)}")
-    z = logits.double()
-    index = labels.reshape(-1, 1).to(z.device)
-    true = z.gather(1, index)[:, 0]
-    others = z.scatter(1, index, float("-inf"))
-    return true - torch.logsumexp(others, dim=1)
 
 
 def _rows(n: int, size: int):
@@ -426,16 +417,17 @@ def linear_regime_end(ratios: np.ndarray, radii: Sequence[float], valid: np.ndar
     return np.where(first >= 0, radii[np.maximum(first, 0)], np.inf)
 
 
-def measurable(measured: ScoreStudy, samples: SampleSet, floor: float, *,
+def measurable(measured: ScoreStudy, samples: SampleSet, floor: NoiseFloor | float, *,
                max_rounding: float = 0.1, T: int = 8) -> np.ndarray:
     """Where a measured score range says something about the network: (S, R) bool.
 
-    A range counts when it lies above the model's float32 noise floor
-    (:func:`localprops.studies.float32_noise_floor`) and when the perturbed
-    image is represented faithfully: the median share of the perturbation lost
-    to float32 rounding of ``x + nu`` (:func:`localprops.studies.rounding_distortion`,
-    ``T`` draws) is at most ``max_rounding``. At the paper's ``eps`` in the
-    L2 reading the network mostly sees rounding, not the perturbation drawn.
+    A range counts when it lies above its sample's noise floor
+    (:func:`localprops.studies.scores.float32_noise_floor`, scaled down at the
+    radii the study evaluated in float64; a plain number is one floor for all)
+    and when the perturbed image is represented faithfully: in float32, the
+    median share of the perturbation lost to rounding of ``x + nu``
+    (:func:`localprops.studies.scores.rounding_distortion`, ``T`` draws) is at
+    most ``max_rounding``; float64 radii are faithful.
     """
     position = {int(i): k for k, i in enumerate(samples.ids)}
     if any(int(i) not in position for i in measured.ids):
@@ -444,7 +436,12 @@ def measurable(measured: ScoreStudy, samples: SampleSet, floor: float, *,
     distortion = np.stack([rounding_distortion(samples, radius=float(r), T=T,
                                                norm=measured.norm) for r in measured.radii],
                           axis=1)[rows]
-    return (np.ptp(measured.scores, axis=-1) > floor) & (distortion <= max_rounding)
+    precise = (measured.float64 if measured.float64 is not None
+               else np.zeros(len(measured.radii), bool))
+    floors = (measured.range_floors(floor) if isinstance(floor, NoiseFloor)
+              else np.full(distortion.shape, float(floor)))
+    return (np.ptp(measured.scores, axis=-1) > floors) & ((distortion <= max_rounding)
+                                                          | precise[None, :])
 
 
 def departure_radii(measured: ScoreStudy, study: FirstOrderStudy, valid: np.ndarray,

@@ -10,10 +10,12 @@ as the radius grows.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from localprops.core import checks as _checks
@@ -155,3 +157,288 @@ def permutation_spectra(shape: tuple[int, ...], radius: float, *, norm: str = "l
         dtype=torch.float64)[0]
     power = power_spectrum(nu)
     return nu, power, power.sum(dim=(-3, -2, -1))
+
+
+# ------------------------------------------------------- many samples at once
+#: the layer kinds of :func:`first_layers`, in the order of the network
+KINDS = ("convolution", "activation", "pooling", "block")
+
+
+@dataclass
+class FrequencyStudy:
+    """The first layers' answers to permuted perturbations, for many samples.
+
+    For every sample ``s``, radius ``r`` and permutation ``t`` (``t = 0`` is
+    the perturbation ``nu`` itself, ``t >= 1`` permutations of it, eq. 6), and
+    for every layer ``kind`` of ``layers`` (``"convolution"``,
+    ``"activation"``, ``"pooling"``, ``"block"``), with ``f`` the layer's
+    output and ``delta_t = f(x + nu_t) - f(x)``:
+
+    - ``absolute[kind]`` (S, R, T-1): ``||f(x + nu_t) - f(x + nu_0)||``;
+    - ``relative[kind]`` (S, R, T-1): the same divided by ``||delta_0||``;
+    - ``distance[kind]`` (S, R, T-1): the correlation distance
+      ``1 - cos(delta_0, delta_t)``: 0 when the two changes are the same, 1
+      when they are uncorrelated, 2 when they are opposite.
+
+    and, where the layer exists, for the activation (its *region*: on or off,
+    i.e. the sign of its input; ReLU6 / Hardtanh also count the upper clamp)
+    and for a max-pooling layer (its *winner*: the position of the maximum
+    within each window):
+
+    - ``pattern`` / ``winners`` (S, R, T): share of units / windows whose
+      region / winner at ``x + nu_t`` differs from that at ``x``;
+    - ``pattern_pair`` / ``winners_pair`` (S, R, T-1): the same between
+      ``x + nu_0`` and ``x + nu_t``.
+
+    Entries are NaN where a denominator is zero (a perturbation lost to
+    float rounding). ``pooling`` is ``"max"``, ``"avg"`` or None.
+    """
+
+    model: str
+    radii: np.ndarray
+    norm: str
+    T: int
+    layers: dict[str, str]
+    ids: list[int]
+    labels: list[int]
+    absolute: dict[str, np.ndarray]
+    relative: dict[str, np.ndarray]
+    distance: dict[str, np.ndarray]
+    pattern: np.ndarray | None = None
+    pattern_pair: np.ndarray | None = None
+    winners: np.ndarray | None = None
+    winners_pair: np.ndarray | None = None
+    pooling: str | None = None
+
+    @property
+    def classes(self) -> int:
+        """Number of distinct classes among the samples."""
+        return len(set(int(label) for label in self.labels))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def per_sample(self, what: str, kind: str | None = None) -> np.ndarray:
+        """(S, R): a measure averaged over the permutations (NaN-aware).
+
+        ``what`` is ``"absolute"``, ``"relative"`` or ``"distance"`` (with a
+        layer ``kind``), or ``"pattern"``, ``"pattern_pair"``, ``"winners"``,
+        ``"winners_pair"``.
+        """
+        if what in ("absolute", "relative", "distance"):
+            table = getattr(self, what)
+            if kind not in table:
+                raise KeyError(f"{self.model} has no {kind!r} layer; it has {list(table)}")
+            values = table[kind]
+        else:
+            values = getattr(self, what)
+            if values is None:
+                raise KeyError(f"{self.model} has no {what!r} measurement")
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(values, axis=-1)
+
+    def gap(self, kind: str, sample: int = 0) -> ResponseGap:
+        """One sample's gaps at one layer, as :func:`response_gap` returns them."""
+        return ResponseGap(radii=self.radii, layer=self.layers[kind],
+                           absolute=self.per_sample("absolute", kind)[sample],
+                           relative=self.per_sample("relative", kind)[sample],
+                           label=f"{kind}: {self.layers[kind]}")
+
+
+def spread(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median, first and third quartile over samples (axis 0), NaN left out."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q1, median, q3 = np.nanquantile(np.asarray(values, float), [0.25, 0.5, 0.75], axis=0)
+    return median, q1, q3
+
+
+class _Stop(Exception):
+    """Raised by the last hook: the rest of the network is not needed."""
+
+
+def _regions(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """Which piece of the activation each input falls on: on/off, plus the upper clamp."""
+    if isinstance(module, nn.Hardtanh):               # ReLU6 included
+        return ((z > module.min_val).to(torch.int8) + (z > module.max_val).to(torch.int8))
+    return (z > 0).to(torch.int8)
+
+
+def _winners(module: nn.MaxPool2d, z: torch.Tensor) -> torch.Tensor:
+    """Index of the maximum of every pooling window (as ``return_indices`` gives it)."""
+    return F.max_pool2d(z, module.kernel_size, module.stride, module.padding,
+                        module.dilation, ceil_mode=module.ceil_mode, return_indices=True)[1]
+
+
+class _Probe:
+    """Forward hooks that record the first layers' outputs, regions and winners.
+
+    Only a module's first call in a forward pass is recorded; once everything
+    is recorded the forward pass is stopped (the deeper layers are not run).
+    """
+
+    def __init__(self, model: nn.Module, layers: dict[str, str]):
+        modules = dict(model.named_modules())
+        unknown = [name for name in layers.values() if name not in modules]
+        if unknown:
+            raise ValueError(f"layers {unknown} are not modules of the model")
+        self.model, self.records, self.handles = model, {}, []
+        self.pooling = None
+        for kind, name in layers.items():
+            module = modules[name]
+            self.handles.append(module.register_forward_hook(self._output(kind)))
+            if kind == "activation":
+                self.handles.append(module.register_forward_pre_hook(
+                    self._input("regions", lambda z, m=module: _regions(m, z))))
+            if kind == "pooling":
+                self.pooling = "max" if isinstance(module, nn.MaxPool2d) else "avg"
+                if isinstance(module, nn.MaxPool2d):
+                    self.handles.append(module.register_forward_pre_hook(
+                        self._input("winners", lambda z, m=module: _winners(m, z))))
+        self.expected = len(layers) + ("activation" in layers) + (self.pooling == "max")
+
+    def _record(self, key: str, value: torch.Tensor) -> None:
+        if key not in self.records:
+            self.records[key] = value.flatten(1).clone()   # later in-place ops must not reach it
+            if len(self.records) == self.expected:
+                raise _Stop
+
+    def _output(self, kind):
+        return lambda _module, _inputs, output: self._record(kind, output)
+
+    def _input(self, key, transform):
+        return lambda _module, inputs: self._record(key, transform(inputs[0]))
+
+    def __call__(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.records = {}
+        try:
+            self.model(batch)
+        except _Stop:
+            pass
+        if len(self.records) != self.expected:
+            raise RuntimeError(f"only {sorted(self.records)} were recorded in the forward "
+                               "pass: a layer was not called")
+        return self.records
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _changed_shares(values: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(n, T) share differing from the clean input, (n, T-1) from the first perturbation."""
+    return ((values != clean).to(torch.float64).mean(-1),
+            (values[:, 1:] != values[:, :1]).to(torch.float64).mean(-1))
+
+
+def frequency_study(model, samples, radii: list[float], *, T: int = 8, norm: str = "l2",
+                    layers: dict[str, str] | None = None, batch_size: int | None = None,
+                    name: str | None = None, progress: bool = True) -> FrequencyStudy:
+    """Measure how the first layers answer to a perturbation and its permutations.
+
+    Parameters
+    ----------
+    model : a :class:`localprops.models.ModelSpec` or a bare module taking
+        [0, 255] images.
+    samples : :class:`localprops.models.samples.SampleSet`: the clean images
+        (S, C, H, W), their labels, ids and own seeds.
+    radii, T, norm : the permuted perturbations of eq. 6 (one ``nu`` per
+        sample and radius and ``T - 1`` permutations of it), drawn by
+        :class:`localprops.core.sampling.PermutedPerturbations` with each
+        sample's seed.
+    layers : kind -> module name (default :func:`first_layers`).
+    batch_size : images per forward pass (default
+        :func:`localprops.core.engine.default_batch_size`); a chunk holds
+        whole groups of ``T`` perturbations and may span samples.
+    name : the model's name for the result (default the spec's name).
+
+    Returns
+    -------
+    FrequencyStudy. Only the layers up to the last one of ``layers`` are
+    evaluated; reductions are computed in float64.
+    """
+    from localprops.core.engine import default_batch_size, run_chunked
+    from localprops.core.progress import progress_bar
+    from localprops.models import ModelSpec
+
+    if isinstance(model, ModelSpec):
+        name, model = name or model.name, model.model
+    elif not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a ModelSpec or an nn.Module, got {type(model).__name__}")
+    radii = list(_checks.check_radii(radii))
+    T = _checks.check_count(T, "T")
+    if T < 2:
+        raise ValueError("T must be at least 2: a perturbation and one permutation")
+    norm = _checks.check_norm(norm)
+    layers = dict(first_layers(model) if layers is None else layers)
+    device, dtype = model_device(model), model_dtype(model)
+    images = samples.images
+    S, R, shape = len(images), len(radii), tuple(images.shape[1:])
+    size = batch_size or default_batch_size(shape, device)
+    groups = max(1, size // T)                      # (sample, radius) groups per chunk
+    sources = [PermutedPerturbations(shape, radii, T, norm, int(seed)) for seed in samples.seeds]
+    model.eval()
+    probe = _Probe(model, layers)
+    try:
+        with torch.inference_mode():
+            clean: dict[str, list[torch.Tensor]] = {}
+            for chunk in run_chunked(S, size, lambda a, b: probe(
+                    images[a:b].to(device=device, dtype=dtype))):
+                for key, value in chunk.items():
+                    clean.setdefault(key, []).append(value)
+            clean = {key: torch.cat(value) for key, value in clean.items()}
+
+            def step(start: int, stop: int) -> dict[str, torch.Tensor]:
+                index = torch.arange(start, stop)
+                owner = index // R                  # the sample of each group
+                batch = []
+                for s in owner.unique().tolist():   # one generator per sample (its seed)
+                    mine = index[owner == s] % R
+                    x = images[s].to(device=device, dtype=dtype)
+                    batch.append(sources[s].rows(int(mine[0]) * T, (int(mine[-1]) + 1) * T,
+                                                 device=device, dtype=dtype).add_(x))
+                records = probe(torch.cat(batch))
+                n, out = stop - start, {}
+                for key, value in records.items():
+                    value = value.reshape(n, T, -1)
+                    ref = clean[key][owner.to(clean[key].device)].unsqueeze(1)
+                    if key in ("regions", "winners"):
+                        out[key], out[key + "_pair"] = _changed_shares(value, ref)
+                        continue
+                    value, ref = value.to(torch.float64), ref.to(torch.float64)
+                    delta = value - ref
+                    length = delta.norm(dim=-1)
+                    gap = (value[:, 1:] - value[:, :1]).norm(dim=-1)
+                    cos = (delta[:, 1:] * delta[:, :1]).sum(-1) / (length[:, 1:] * length[:, :1])
+                    out["absolute " + key] = gap
+                    out["relative " + key] = gap / length[:, :1]
+                    out["distance " + key] = 1.0 - cos
+                return {key: value.cpu() for key, value in out.items()}
+
+            bar = progress_bar(total=S * R, enabled=progress, desc=f"{name or 'model'} layers",
+                               leave=False)
+
+            def counted(start: int, stop: int):
+                result = step(start, stop)
+                bar.update(stop - start)
+                return result
+
+            chunks = run_chunked(S * R, groups, counted)
+            bar.close()
+    finally:
+        probe.close()
+    merged = {key: torch.cat([c[key] for c in chunks]).reshape(S, R, -1).numpy()
+              for key in chunks[0]}
+
+    def table(what: str) -> dict[str, np.ndarray]:
+        return {kind: merged[f"{what} {kind}"] for kind in layers}
+
+    return FrequencyStudy(
+        model=name or type(model).__name__, radii=np.asarray(radii, float), norm=norm, T=T,
+        layers=layers, ids=[int(i) for i in samples.ids],
+        labels=[int(label) for label in samples.labels],
+        absolute=table("absolute"), relative=table("relative"), distance=table("distance"),
+        pattern=merged.get("regions"), pattern_pair=merged.get("regions_pair"),
+        winners=merged.get("winners"), winners_pair=merged.get("winners_pair"),
+        pooling=probe.pooling)

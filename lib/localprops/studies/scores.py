@@ -8,7 +8,11 @@ all models of a dataset see the same perturbations of the same image.
 
 - :func:`score_study` with ``kind="isotropy"`` (paper eq. 4, Fig. 1) or
   ``kind="symmetry"`` (eq. 6, Fig. 3).
-- :func:`float32_noise_floor`: how much of a score range is float32 rounding.
+- :func:`float32_noise_floor`: how much of a score range is float32 rounding,
+  per sample, for the probability and the log-odds.
+- :func:`float64_radii`: the radii at which rounding ``x + nu`` to float32
+  would eat a measurable share of the perturbation; the study evaluates
+  those in float64 (model and input).
 """
 from __future__ import annotations
 
@@ -87,9 +91,25 @@ def score_statistics(scores: ArrayLike, predictions: ArrayLike | None = None,
                            max=high, any_misclassified=wrong)
 
 
+#: rounding error of float64 relative to float32 (unit roundoffs 2**-53 and 2**-24)
+FLOAT64_GAIN = 2.0 ** -29
+
+#: a radius is evaluated in float64 when rounding x + nu to float32 changes the
+#: perturbation by more than this share of its norm (median over a sample's draws)
+ROUNDING_TOLERANCE = 1e-3
+
+QUANTITIES = ("probability", "log_odds")
+
+
 @dataclass
 class ScoreStudy:
-    """True-class scores of ``T`` perturbations per (sample, radius) for one model."""
+    """True-class scores of ``T`` perturbations per (sample, radius) for one model.
+
+    ``scores`` is the true-class probability of the paper; ``log_odds`` the
+    true-class log-odds ``log(s / (1 - s))`` computed from the logits, which
+    keeps resolving differences where a confident model's probability is 1 to
+    machine precision. ``float64`` marks the radii evaluated in float64.
+    """
 
     model: str
     kind: str
@@ -99,6 +119,8 @@ class ScoreStudy:
     labels: np.ndarray
     scores: np.ndarray          # (S, R, T) true-class probability (float64)
     predictions: np.ndarray     # (S, R, T) predicted class
+    log_odds: np.ndarray | None = None   # (S, R, T) true-class log-odds
+    float64: np.ndarray | None = None    # (R,) bool: radius evaluated in float64
     skipped: list[str] = field(default_factory=list)
 
     @property
@@ -106,10 +128,57 @@ class ScoreStudy:
         """Range, mean, min, max and any-misclassified per (sample, radius)."""
         return score_statistics(self.scores, self.predictions, self.labels[:, None])
 
+    def statistics_of(self, quantity: str = "probability") -> ScoreStatistics:
+        """:attr:`statistics` of the probability or of the log-odds."""
+        if quantity not in QUANTITIES:
+            raise ValueError(f"quantity must be one of {QUANTITIES}, got {quantity!r}")
+        if quantity == "probability":
+            return self.statistics
+        if self.log_odds is None:
+            raise ValueError("this study has no log-odds (computed before they were stored)")
+        return score_statistics(self.log_odds, self.predictions, self.labels[:, None])
+
+    @property
+    def classes(self) -> int:
+        """How many distinct classes the samples cover."""
+        return len(set(np.asarray(self.labels).tolist()))
+
+    def range_floors(self, floor: "NoiseFloor", quantity: str = "probability") -> np.ndarray:
+        """(S, R) noise floor of every range: float32's per sample, scaled down where float64.
+
+        A float64 evaluation rounds ``2**-29`` times more finely than float32, so
+        its floor is the sample's float32 floor times :data:`FLOAT64_GAIN`.
+        """
+        per_sample = floor.for_samples(self.ids, quantity)
+        scale = np.where(self.float64 if self.float64 is not None
+                         else np.zeros(len(self.radii), bool), FLOAT64_GAIN, 1.0)
+        return per_sample[:, None] * scale[None, :]
+
+
+def float64_radii(samples: SampleSet, radii: list[float], norm: str = "l2", *,
+                  T: int = 8, tolerance: float = ROUNDING_TOLERANCE) -> list[float]:
+    """The radii at which float32 rounding of ``x + nu`` eats a measurable share of ``nu``.
+
+    A radius is listed when, for some sample, the median of
+    :func:`rounding_distortion` over ``T`` draws exceeds ``tolerance``
+    (0.1%): in L2 over a 32 x 32 colour image that is the paper's eps = 1e-3,
+    where each value moves by about 2e-5, the float32 step near 255.
+    """
+    if not len(samples):
+        return []
+    return [float(r) for r in radii
+            if rounding_distortion(samples, radius=float(r), T=T, norm=norm).max() > tolerance]
+
+
+def _as_float64(model: nn.Module) -> nn.Module:
+    """A float64 copy of the model (its parameters and buffers), left on its device."""
+    return copy.deepcopy(model).to(dtype=torch.float64)
+
 
 def score_study(model: ModelSpec, samples: SampleSet, *, kind: str = "isotropy",
                 radii: list[float], T: int, norm: str = "l2", batch_size: int | None = None,
-                cache: ResultCache | None = None, progress: bool = True) -> ScoreStudy:
+                cache: ResultCache | None = None, progress: bool = True,
+                precise: list[float] | str = "auto") -> ScoreStudy:
     """Run the isotropy (eq. 4) or symmetry (eq. 6) study of one model.
 
     Parameters
@@ -124,6 +193,8 @@ def score_study(model: ModelSpec, samples: SampleSet, *, kind: str = "isotropy",
     batch_size : images per forward pass.
     cache : finished samples are read from and written to it.
     progress : a progress bar over samples.
+    precise : radii evaluated in float64 (model and input): ``"auto"`` for
+        :func:`float64_radii`, or a list (``[]`` for none).
 
     Returns
     -------
@@ -137,59 +208,112 @@ def score_study(model: ModelSpec, samples: SampleSet, *, kind: str = "isotropy",
     radii = list(_checks.check_radii(radii))
     T = _checks.check_count(T, "T")
     norm = _checks.check_norm(norm)
+    precise = float64_radii(samples, radii, norm) if precise == "auto" else \
+        [float(r) for r in precise]
+    wide = np.isin(np.asarray(radii, dtype=np.float64), np.asarray(precise, dtype=np.float64))
+    copies: dict[str, nn.Module] = {}
 
     def manifest(i: int) -> dict:
         return dict(study=kind, model=model_name, weights=weights, radii=radii, T=T,
                     norm=norm, seed=int(samples.seeds[i]), sample=int(samples.ids[i]),
-                    label=int(samples.labels[i]))
+                    label=int(samples.labels[i]), float64=[float(r) for r in
+                                                           np.asarray(radii)[wide]])
 
     def compute(i: int) -> dict:
-        source = KINDS[kind](tuple(samples.images.shape[1:]), radii, T, norm,
-                             int(samples.seeds[i]))
-        out = evaluate(model, samples.images[i], source, labels=samples.labels[i],
-                       batch_size=batch_size, progress=False)
-        return dict(scores=out.scores.numpy(),
-                    predictions=out.predictions.numpy().astype(np.int16))
+        parts = {}
+        for in64 in (False, True):
+            group = [r for r, w in zip(radii, wide) if w == in64]
+            if not group:
+                continue
+            if in64 and "float64" not in copies:
+                copies["float64"] = _as_float64(model)
+            net = copies["float64"] if in64 else model
+            image = samples.images[i].double() if in64 else samples.images[i]
+            source = KINDS[kind](tuple(samples.images.shape[1:]), group, T, norm,
+                                 int(samples.seeds[i]))
+            parts[in64] = evaluate(net, image, source, labels=samples.labels[i],
+                                   batch_size=batch_size, progress=False)
+        row = np.where(wide, np.cumsum(wide) - 1, np.cumsum(~wide) - 1)  # within its group
+
+        def merged(name: str, dtype) -> np.ndarray:
+            return np.stack([getattr(parts[bool(w)], name)[int(k)].numpy()
+                             for w, k in zip(wide, row)]).astype(dtype)
+
+        return dict(scores=merged("scores", np.float64),
+                    log_odds=merged("log_odds", np.float64),
+                    predictions=merged("predictions", np.int16))
 
     kept, units, skipped = run_units(samples, manifest, compute, cache=cache,
                                      desc=f"{model_name} {kind}", progress=progress,
                                      study_modules=CODE_MODULES)
-    scores = [u["scores"] for u in units]
-    predictions = [u["predictions"] for u in units]
     r = len(radii)
+
+    def stack(key: str, dtype) -> np.ndarray:
+        return (np.stack([u[key] for u in units]) if units
+                else np.zeros((0, r, T), dtype))
+
     return ScoreStudy(
         model=model_name, kind=kind, norm=norm, radii=np.asarray(radii),
         ids=np.asarray(samples.ids)[kept], labels=np.asarray(samples.labels)[kept],
-        scores=np.stack(scores) if scores else np.zeros((0, r, T)),
-        predictions=np.stack(predictions) if predictions else np.zeros((0, r, T), np.int16),
-        skipped=skipped)
+        scores=stack("scores", np.float64), predictions=stack("predictions", np.int16),
+        log_odds=stack("log_odds", np.float64), float64=wide, skipped=skipped)
 
 
-def float32_noise_floor(model: nn.Module, samples: SampleSet, *, radius: float,
-                        T: int, norm: str = "l2", batch_size: int | None = None) -> np.ndarray:
-    """Largest |score in float32 - score in float64| per sample, same inputs.
+@dataclass
+class NoiseFloor:
+    """Per-sample float32 noise floors of one model: ranges at or below them say nothing.
+
+    ``probability`` and ``log_odds`` are (S,) arrays: the largest absolute
+    difference, over the same perturbed images, between a float32 and a
+    float64 evaluation, for each sample in ``ids``.
+    """
+
+    ids: np.ndarray
+    probability: np.ndarray
+    log_odds: np.ndarray
+
+    def for_samples(self, ids, quantity: str = "probability") -> np.ndarray:
+        """The floors of the samples ``ids`` (in that order)."""
+        if quantity not in QUANTITIES:
+            raise ValueError(f"quantity must be one of {QUANTITIES}, got {quantity!r}")
+        values = dict(zip(np.asarray(self.ids).tolist(), getattr(self, quantity).tolist()))
+        missing = [i for i in np.asarray(ids).tolist() if i not in values]
+        if missing:
+            raise KeyError(f"no noise floor measured for samples {missing[:5]}: measure the "
+                           "floor on the same SampleSet as the study")
+        return np.asarray([values[i] for i in np.asarray(ids).tolist()], dtype=np.float64)
+
+
+def float32_noise_floor(model: nn.Module | ModelSpec, samples: SampleSet, *, radius: float,
+                        T: int, norm: str = "l2", batch_size: int | None = None
+                        ) -> NoiseFloor:
+    """Largest |float32 - float64| of the true-class probability and log-odds, per sample.
 
     The model is copied to float64 and both copies see the very same perturbed
     images (radius ``radius``, the samples' own seeds). Score ranges at or
-    below this floor cannot be told apart from rounding noise.
+    below this floor cannot be told apart from rounding noise. The floor is
+    per sample: it varies by orders of magnitude between images (it scales
+    with ``s (1 - s)`` for the probability), so a model-wide maximum would
+    declare most samples unmeasurable.
 
     Returns
     -------
-    (S,) array of the largest absolute difference over the ``T`` images.
+    NoiseFloor with (S,) arrays.
     """
-    model64 = copy.deepcopy(model).to(dtype=torch.float64)
-    floors = []
+    model = as_spec(model).model if isinstance(model, ModelSpec) else model
+    model64 = _as_float64(model)
+    prob, lo = [], []
     for i in range(len(samples)):
         source = RadialPerturbations(tuple(samples.images.shape[1:]), [radius], T, norm,
                                      int(samples.seeds[i]))
         nu = source.materialize(dtype=torch.float32).to(model_device(model))
-        s32 = evaluate(model, samples.images[i], nu, labels=samples.labels[i],
-                       batch_size=batch_size, progress=False).scores
-        s64 = evaluate(model64, samples.images[i].double(), nu.double(),
-                       labels=samples.labels[i], batch_size=batch_size,
-                       progress=False).scores
-        floors.append((s32.double() - s64).abs().max().item())
-    return np.asarray(floors)
+        o32 = evaluate(model, samples.images[i], nu, labels=samples.labels[i],
+                       batch_size=batch_size, progress=False)
+        o64 = evaluate(model64, samples.images[i].double(), nu.double(),
+                       labels=samples.labels[i], batch_size=batch_size, progress=False)
+        prob.append((o32.scores.double() - o64.scores).abs().max().item())
+        lo.append((o32.log_odds - o64.log_odds).abs().max().item())
+    return NoiseFloor(np.asarray(samples.ids), np.asarray(prob), np.asarray(lo))
 
 
 def rounding_distortion(samples: SampleSet, *, radius: float, T: int, norm: str = "l2",

@@ -1,0 +1,223 @@
+"""How a measurement becomes a verdict: per-model outcomes with intervals, then one verdict.
+
+A claim is judged in two steps.
+
+1. **Per model**, an estimate (a share or a median) with a 95% interval is
+   compared with a threshold: the model *passes* when the whole interval is
+   on the claim's side, *fails* when the whole interval is on the other side,
+   and is *undecided* when the interval straddles the threshold or when too
+   few measurements are above their noise floor to say anything
+   (:class:`Outcome`, built by :func:`share_outcome`, :func:`pooled_outcome`
+   or :func:`median_outcome`).
+2. **Across models**, a rule such as "supported if every model passes, partly
+   if some do" (:func:`every_model`, :func:`most_models`) is applied by
+   :func:`combine` to every way the undecided models could fall. If all ways
+   give the same verdict, that is the verdict (three passes and one
+   undecided model under "some pass" is *partly* whatever the fourth does);
+   otherwise the verdict is *inconclusive*.
+
+So a verdict is never stronger than its least certain ingredient, and a
+measurement below its noise floor can only make a verdict inconclusive, never
+"not supported".
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from localprops.core.stats import bootstrap_interval, pooled_share, wilson_interval
+from localprops.report.scorecard import INCONCLUSIVE, NOT_SUPPORTED, PARTLY, SUPPORTED
+
+PASS, FAIL, UNDECIDED = "pass", "fail", "undecided"
+
+#: fewest measurable units (samples or pairs) a per-model estimate needs
+MIN_COUNT = 10
+
+
+@dataclass
+class Outcome:
+    """One model's estimate, its 95% interval and what it says about the threshold."""
+
+    model: str
+    estimate: float
+    interval: tuple[float, float]
+    threshold: float
+    above: bool                 # the claim's side: estimate >= threshold (True) or below
+    outcome: str                # PASS, FAIL or UNDECIDED
+    counted: int                # measurable units behind the estimate
+    samples: int                # samples (images) behind it
+    classes: int | None = None  # distinct classes among the samples
+    note: str = ""              # why undecided, when it is
+
+    @property
+    def margin(self) -> float:
+        """How far the estimate lies on the claim's side of the threshold (negative: other side)."""
+        sign = 1.0 if self.above else -1.0
+        return sign * (self.estimate - self.threshold) if np.isfinite(self.estimate) else -np.inf
+
+    def as_dict(self) -> dict:
+        """The JSON form the scorecard stores for a model."""
+        return {"samples": int(self.samples), "classes": self.classes,
+                "estimate": _number(self.estimate),
+                "interval": [_number(self.interval[0]), _number(self.interval[1])],
+                "outcome": self.outcome, "counted": int(self.counted)}
+
+    def text(self, fmt: str = ".0%") -> str:
+        """``estimate [lo, hi]`` for the measured column."""
+        lo, hi = self.interval
+        if not np.isfinite(self.estimate):
+            return "n/a"
+        return f"{self.estimate:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
+
+def _number(value: float) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def decide(estimate: float, interval: tuple[float, float], threshold: float, *,
+           above: bool = True) -> str:
+    """PASS if the whole interval is on the claim's side of ``threshold``, FAIL if on the other.
+
+    On the claim's side means ``>= threshold`` when ``above`` (else ``<``).
+    Anything else, including a NaN estimate, is UNDECIDED.
+
+    Examples
+    --------
+    >>> decide(0.8, (0.6, 0.9), 0.5), decide(0.4, (0.3, 0.45), 0.5), decide(0.5, (0.4, 0.6), 0.5)
+    ('pass', 'fail', 'undecided')
+    """
+    lo, hi = interval
+    if not (np.isfinite(estimate) and np.isfinite(lo) and np.isfinite(hi)):
+        return UNDECIDED
+    if above:
+        return PASS if lo >= threshold else FAIL if hi < threshold else UNDECIDED
+    return PASS if hi < threshold else FAIL if lo >= threshold else UNDECIDED
+
+
+def _outcome(model, estimate, interval, threshold, above, counted, samples, classes,
+             min_count) -> Outcome:
+    if counted < min_count:
+        return Outcome(model, estimate, interval, threshold, above, UNDECIDED, counted, samples,
+                       classes, f"only {counted} measurable (need {min_count})")
+    result = decide(estimate, interval, threshold, above=above)
+    note = "interval straddles the threshold" if result == UNDECIDED else ""
+    return Outcome(model, estimate, interval, threshold, above, result, counted, samples,
+                   classes, note)
+
+
+def share_outcome(model: str, positive: ArrayLike, negative: ArrayLike | None = None, *,
+                  threshold: float, above: bool = True, classes: int | None = None,
+                  min_count: int = MIN_COUNT) -> Outcome:
+    """A share of samples with a Wilson 95% interval, against a threshold.
+
+    ``positive`` and ``negative`` are boolean per-sample arrays: a sample is
+    counted when it is one or the other; samples that are neither (below
+    their noise floor) are left out of the share and reported in ``counted``.
+    Without ``negative`` every sample that is not positive counts as negative.
+    """
+    positive = np.asarray(positive, bool)
+    negative = ~positive if negative is None else np.asarray(negative, bool)
+    if positive.shape != negative.shape or (positive & negative).any():
+        raise ValueError("positive and negative must be disjoint boolean arrays of one shape")
+    k, n = int(positive.sum()), int((positive | negative).sum())
+    estimate = k / n if n else float("nan")
+    return _outcome(model, estimate, wilson_interval(k, n), threshold, above, n,
+                    len(positive), classes, min_count)
+
+
+def pooled_outcome(model: str, hits: ArrayLike, counted: ArrayLike | None = None, *,
+                   threshold: float, above: bool = True, classes: int | None = None,
+                   min_count: int = MIN_COUNT, seed: int = 0) -> Outcome:
+    """A share pooled over (sample, ...) items with a bootstrap interval over samples.
+
+    ``hits`` and ``counted`` have shape (S, ...): the items of one sample (its
+    radii, its perturbations) are not independent, so the interval resamples
+    whole samples (:func:`localprops.core.stats.bootstrap_interval`).
+    """
+    hits = np.asarray(hits, bool)
+    counted = np.ones_like(hits) if counted is None else np.asarray(counted, bool)
+    if hits.shape != counted.shape or hits.ndim < 1:
+        raise ValueError("hits and counted must be arrays of one shape (S, ...)")
+    rows = np.stack([hits, counted], axis=-1).reshape(len(hits), -1, 2).astype(float)
+    estimate = pooled_share(hits, counted)
+    interval = bootstrap_interval(
+        rows, lambda r: pooled_share(r[..., 0] > 0, r[..., 1] > 0), seed=seed)
+    return _outcome(model, estimate, interval, threshold, above, int(counted.sum()),
+                    len(hits), classes, min_count)
+
+
+def median_outcome(model: str, values: ArrayLike, *, threshold: float, above: bool = True,
+                   classes: int | None = None, min_count: int = MIN_COUNT,
+                   seed: int = 0) -> Outcome:
+    """A median over (sample, ...) values, NaN left out, with a bootstrap interval over samples."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim < 1:
+        raise ValueError("values must be an array (S, ...)")
+    counted = int(np.isfinite(values).sum())
+    estimate = float(np.nanmedian(values)) if counted else float("nan")
+    interval = (bootstrap_interval(values.reshape(len(values), -1),
+                                   lambda v: np.nanmedian(v) if np.isfinite(v).any()
+                                   else np.nan, seed=seed)
+                if counted else (float("nan"), float("nan")))
+    return _outcome(model, estimate, interval, threshold, above, counted, len(values),
+                    classes, min_count)
+
+
+# ------------------------------------------------------------ across models
+def every_model(passes: Sequence[bool]) -> str:
+    """supported if every model passes, partly if some do, not supported if none."""
+    return SUPPORTED if all(passes) else PARTLY if any(passes) else NOT_SUPPORTED
+
+
+def most_models(passes: Sequence[bool]) -> str:
+    """supported if more than half the models pass, partly if some do, not supported if none."""
+    return (SUPPORTED if sum(passes) > len(passes) / 2 else PARTLY if any(passes)
+            else NOT_SUPPORTED)
+
+
+def combine(outcomes: Sequence[Outcome], rule: Callable[[Sequence[bool]], str] = every_model,
+            *, invert: bool = False) -> str:
+    """One verdict from per-model outcomes: the rule's value if undecided models cannot change it.
+
+    Every way the undecided models could fall (pass or fail) is tried; when
+    they all give the same verdict it is returned, otherwise INCONCLUSIVE.
+    ``invert`` swaps supported and not supported (for a claim that the
+    measurement contradicts when models pass, e.g. "a gradient test is not
+    promising" against "the gradient predicts the range").
+
+    Examples
+    --------
+    >>> o = lambda result: Outcome("m", 0.5, (0.4, 0.6), 0.5, True, result, 10, 10)
+    >>> combine([o(PASS), o(PASS)]), combine([o(PASS), o(UNDECIDED)])
+    ('supported', 'inconclusive')
+    >>> combine([o(PASS), o(FAIL), o(UNDECIDED)]), combine([])
+    ('partly', 'inconclusive')
+    """
+    if not outcomes:
+        return INCONCLUSIVE
+    open_ = [i for i, o in enumerate(outcomes) if o.outcome == UNDECIDED]
+    if len(open_) > 12:
+        return INCONCLUSIVE
+    seen = set()
+    for guess in itertools.product((True, False), repeat=len(open_)):
+        passes = [o.outcome == PASS for o in outcomes]
+        for i, value in zip(open_, guess):
+            passes[i] = value
+        seen.add(rule(passes))
+    if len(seen) != 1:
+        return INCONCLUSIVE
+    verdict = seen.pop()
+    if invert:
+        verdict = {SUPPORTED: NOT_SUPPORTED, NOT_SUPPORTED: SUPPORTED}.get(verdict, verdict)
+    return verdict
+
+
+def deciding(outcomes: Sequence[Outcome]) -> Outcome | None:
+    """The outcome closest to (or furthest across) its threshold: the row's headline estimate."""
+    finite = [o for o in outcomes if np.isfinite(o.estimate)]
+    return min(finite, key=lambda o: o.margin) if finite else None

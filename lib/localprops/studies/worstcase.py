@@ -1,0 +1,445 @@
+"""Worst-case local Lipschitz behaviour: the top singular value of the feature Jacobian.
+
+Beyond the paper. The Lipschitz study (:mod:`localprops.studies.lipschitz`,
+paper eq. 9) measures the ratio ``L_x = ||f(x + nu) - f(x)|| / ||nu||`` along
+random directions ``nu``; a random direction in a space of thousands of
+pixels sees only a small part of the largest stretch. This module measures
+that largest stretch directly (GitHub issue 15):
+
+- :func:`top_singular`: the largest singular value ``sigma`` of the Jacobian
+  ``J`` of the feature map at ``x``, by power iteration on ``J^T J`` with one
+  forward-mode product ``J v`` and one reverse-mode product ``J^T u`` per
+  iteration. ``sigma`` is the ``r -> 0`` limit of the worst-case ratio
+  ``sup_{||nu|| = r} L_x``; the full Jacobian is never formed, so it works
+  for 224 x 224 ImageNet inputs.
+- :func:`ratio_along`: the finite-radius ratio along one direction (e.g. the
+  top singular direction), for many radii in one batched pass.
+- :func:`max_ratio_search`: an independent cross-check, a projected gradient
+  ascent of the ratio on the sphere of radius ``r``. Its result is a lower
+  bound on the true supremum at that radius.
+
+Units. ``scale`` (F,) divides every feature (the min-max normaliser ``g`` of
+eq. 9, :attr:`localprops.studies.lipschitz.MinMaxNormalizer.scale`);
+``input_scale`` (the input's ``h``, per pixel) optionally does the same for
+the input. With both, the map studied is ``delta -> f(x + input_scale * delta)
+/ scale``, whose Jacobian is ``diag(1 / scale) J diag(input_scale)``: the
+"minmax" reading of the Lipschitz study. Directions and radii are then in
+normalised input units. Without them everything is raw (pixels 0-255 in,
+activations out).
+
+A feature function ``feature_fn`` takes a batch ``(N, *x.shape)`` and returns
+``(N, F)`` (or ``(N, ...)``, flattened here); :class:`FeatureMap` builds one
+from a model and a layer name, in float64.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from localprops.core import checks as _checks
+from localprops.core.engine import capture_layer, default_batch_size, model_device, run_chunked
+from localprops.models.wrappers import ModelSpec
+
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
+
+__all__ = ["FeatureMap", "SearchResult", "TopSingular", "feature_jacobian_norm",
+           "max_ratio_search", "ratio_along", "top_singular"]
+
+
+@dataclass
+class TopSingular:
+    """What :func:`top_singular` returns.
+
+    Attributes
+    ----------
+    sigma : the estimate ``||J v||`` for the returned unit direction ``v``; a
+        lower bound on the largest singular value that the power iteration
+        approaches from below.
+    direction : ``v``, a unit (Euclidean) input vector of the shape of ``x``
+        and in its dtype (in normalised input units when ``input_scale`` was
+        given). Its sign is arbitrary.
+    iterations : power iterations done (one ``J v`` and one ``J^T u`` each).
+    converged : whether the stopping rule held before ``iterations`` ran out.
+    history : the estimate of ``sigma`` after every iteration.
+    """
+
+    sigma: float
+    direction: torch.Tensor
+    iterations: int
+    converged: bool
+    history: np.ndarray
+
+
+@dataclass
+class SearchResult:
+    """What :func:`max_ratio_search` returns.
+
+    Attributes
+    ----------
+    ratio : the largest ratio found, a lower bound on ``sup_{||nu|| = r} L_x``.
+    perturbation : the ``nu`` that reached it, of norm ``radius`` (shape of ``x``).
+    restart_ratios : (restarts,) the best ratio of every restart.
+    history : (steps + 1,) the best ratio over all restarts after every step.
+    """
+
+    ratio: float
+    perturbation: torch.Tensor
+    restart_ratios: np.ndarray
+    history: np.ndarray
+
+
+class FeatureMap:
+    """``feature_fn`` of a model: a batch of images -> flattened ``layer`` outputs.
+
+    The model is copied and cast to ``dtype`` (float64 by default: the book's
+    models run in float32, whose rounding would limit the power iteration to
+    about 1e-7 relative), put in eval mode and its parameters frozen, so that
+    the products with the Jacobian differentiate with respect to the input only.
+
+    Parameters
+    ----------
+    spec_or_model : a :class:`~localprops.models.wrappers.ModelSpec` or a bare
+        ``nn.Module`` taking images (N, C, H, W).
+    feature_layer : a name of ``model.named_modules()``; None takes the spec's
+        ``feature_layer`` (the layer before the classifier).
+    dtype : the floating dtype of the copy.
+    """
+
+    def __init__(self, spec_or_model: ModelSpec | nn.Module, feature_layer: str | None = None,
+                 *, dtype: torch.dtype = torch.float64) -> None:
+        if isinstance(spec_or_model, ModelSpec):
+            model = spec_or_model.model
+            feature_layer = feature_layer or spec_or_model.feature_layer
+        elif isinstance(spec_or_model, nn.Module):
+            model = spec_or_model
+        else:
+            raise TypeError("pass a ModelSpec or an nn.Module, got "
+                            f"{type(spec_or_model).__name__}")
+        if not feature_layer:
+            raise ValueError("name the feature layer (a name of model.named_modules())")
+        self.model = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
+        self.layer = feature_layer
+        self.dtype = dtype
+        self.device = model_device(self.model)
+        with capture_layer(self.model, feature_layer, []):
+            pass                                   # an unknown name raises here
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """The flattened ``layer`` outputs (N, F) of a batch of images (N, C, H, W)."""
+        sink: list[torch.Tensor] = []
+        with capture_layer(self.model, self.layer, sink, detach=False):
+            self.model(batch)
+        if not sink:
+            raise RuntimeError(f"feature_layer {self.layer!r} was not called in the forward pass")
+        return sink[-1]
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` on the copy's device and in its dtype."""
+        return x.to(device=self.device, dtype=self.dtype)
+
+
+def _as_scale(scale: torch.Tensor | np.ndarray | None, like: torch.Tensor, name: str,
+              shape: tuple[int, ...] | None = None) -> torch.Tensor | None:
+    """A positive finite scale on ``like``'s device and dtype (reshaped to ``shape``)."""
+    if scale is None:
+        return None
+    s = torch.as_tensor(scale).to(device=like.device, dtype=like.dtype)
+    _checks.check_finite(s, name)
+    if not (s > 0).all():
+        raise ValueError(f"{name} must be positive (a feature that never varies gets 1)")
+    if shape is not None:
+        if s.numel() != math.prod(shape):
+            raise ValueError(f"{name} has {s.numel()} values, the input has "
+                             f"{math.prod(shape)} ({tuple(shape)})")
+        s = s.reshape(shape)
+    return s
+
+
+def _displacement_map(feature_fn: FeatureFn, x: torch.Tensor, scale, input_scale) -> FeatureFn:
+    """``delta (N, *x.shape) -> f(x + input_scale * delta) / scale`` as (N, F).
+
+    Every function of this module works on this map at ``delta = 0``: its
+    Jacobian is ``diag(1 / scale) J diag(input_scale)``, so one code path
+    serves the raw and the normalised readings.
+    """
+    out_scale = _as_scale(scale, x, "scale")
+    in_scale = _as_scale(input_scale, x, "input_scale", tuple(x.shape))
+
+    def phi(delta: torch.Tensor) -> torch.Tensor:
+        step = delta if in_scale is None else delta * in_scale
+        out = feature_fn(x + step).flatten(1)
+        if out_scale is None:
+            return out
+        if out.shape[1] != out_scale.numel():
+            raise ValueError(f"scale has {out_scale.numel()} values, the features have "
+                             f"{out.shape[1]}")
+        return out / out_scale
+
+    return phi
+
+
+def _check_input(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError("x must be a floating tensor (one input, e.g. an image (C, H, W))")
+    _checks.check_finite(x, "x")
+
+
+def _start_vector(shape: tuple[int, ...], seed: int, like: torch.Tensor,
+                  count: int | None = None) -> torch.Tensor:
+    """Seeded standard normal vectors, drawn on the CPU (identical on any device)."""
+    gen = torch.Generator().manual_seed(_checks.check_seed(seed))
+    full = shape if count is None else (count, *shape)
+    return torch.randn(full, generator=gen, dtype=torch.float64).to(like.device, like.dtype)
+
+
+def top_singular(feature_fn: FeatureFn, x: torch.Tensor, *, scale=None, input_scale=None,
+                 iterations: int = 200, tol: float = 1e-6, seed: int = 0) -> TopSingular:
+    """Largest singular value of the feature Jacobian at ``x``, by power iteration.
+
+    Each iteration takes the unit vector ``v_k``, computes ``u = J v_k`` by
+    forward mode (:func:`torch.func.jvp`), ``sigma_k = ||u||`` and ``w = J^T u``
+    by reverse mode (a :func:`torch.func.vjp` whose forward pass is done once),
+    and sets ``v_{k+1} = w / ||w||``. The start ``v_0`` is a seeded normal
+    vector, so the result is deterministic.
+
+    Stopping rule: after iteration ``k >= 2`` the iteration stops (and
+    ``converged`` is True) when both
+
+    - the relative change ``|sigma_k - sigma_{k-1}| <= tol * sigma_k``, and
+    - the sine of the angle between ``v_k`` and ``v_{k+1}`` is ``<= sqrt(tol)``.
+
+    The estimate's error is quadratic in the direction's error, hence the
+    square root: both conditions then ask for about ``tol`` relative in
+    ``sigma``. When the two top singular values are close the iteration is
+    slow (the error shrinks by ``(sigma_2 / sigma_1)^2`` per iteration for the
+    direction), and the error left can exceed ``tol`` by a factor
+    ``1 / (1 - (sigma_2 / sigma_1)^2)``; ``converged`` False says the rule did
+    not hold within ``iterations``. A Jacobian that is exactly zero stops at
+    once with ``sigma = 0``.
+
+    Parameters
+    ----------
+    feature_fn : batch ``(N, *x.shape)`` -> features ``(N, F)``, differentiable
+        (e.g. a :class:`FeatureMap`). Computations run in ``x``'s dtype and on
+        its device: pass float64 for a precise value.
+    x : the point (e.g. an image (C, H, W), raw pixels).
+    scale : (F,) per-feature divisor (min-max: ``max - min``), or None for raw features.
+    input_scale : per-pixel divisor of the input (shape of ``x`` or flattened), or None.
+    iterations : the most power iterations. tol : see the stopping rule.
+    seed : seed of the start vector.
+
+    Returns
+    -------
+    TopSingular, with ``sigma = ||J v||`` for the returned unit ``direction`` ``v``.
+    """
+    _check_input(x)
+    iterations = _checks.check_count(iterations, "iterations")
+    if not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol}")
+    phi = _displacement_map(feature_fn, x, scale, input_scale)
+
+    def single(delta: torch.Tensor) -> torch.Tensor:
+        return phi(delta.unsqueeze(0))[0]
+
+    zero = torch.zeros_like(x)
+    _, vjp_fn = torch.func.vjp(single, zero)
+    v = _start_vector(tuple(x.shape), seed, x)
+    v = v / torch.linalg.vector_norm(v)
+    history: list[float] = []
+    converged = False
+    for _ in range(iterations):
+        _, u = torch.func.jvp(single, (zero,), (v,))
+        sigma = float(torch.linalg.vector_norm(u))
+        history.append(sigma)
+        (w,) = vjp_fn(u)
+        w_norm = torch.linalg.vector_norm(w)
+        if sigma == 0 or w_norm == 0:
+            converged = True
+            break
+        v_next = w / w_norm
+        if len(history) >= 2 and _settled(history, v, v_next, tol):
+            converged = True
+            break
+        v = v_next
+    return TopSingular(sigma=history[-1], direction=v.detach(), iterations=len(history),
+                       converged=converged, history=np.asarray(history))
+
+
+def _settled(history: list[float], v: torch.Tensor, v_next: torch.Tensor, tol: float) -> bool:
+    """The stopping rule of :func:`top_singular`."""
+    change = abs(history[-1] - history[-2]) <= tol * history[-1]
+    cos = float(torch.sum(v * v_next).clamp(-1, 1))
+    sine = math.sqrt(max(0.0, 1.0 - cos * cos))
+    return change and sine <= math.sqrt(tol)
+
+
+def feature_jacobian_norm(spec_or_model: ModelSpec | nn.Module, x: torch.Tensor,
+                          feature_layer: str | None = None, *, scale=None, input_scale=None,
+                          dtype: torch.dtype = torch.float64, iterations: int = 200,
+                          tol: float = 1e-6, seed: int = 0) -> TopSingular:
+    """:func:`top_singular` of a model's ``feature_layer`` at the image ``x``.
+
+    Builds a :class:`FeatureMap` (a copy of the model in ``dtype``, float64 by
+    default) and moves ``x`` to it. ``feature_layer`` None takes the spec's
+    layer before the classifier, as the Lipschitz study does. For many images,
+    build the FeatureMap once and call :func:`top_singular` on each.
+    """
+    fmap = FeatureMap(spec_or_model, feature_layer, dtype=dtype)
+    return top_singular(fmap, fmap.prepare(x), scale=scale, input_scale=input_scale,
+                        iterations=iterations, tol=tol, seed=seed)
+
+
+def _unit(direction: torch.Tensor, norm: str) -> torch.Tensor:
+    """``direction`` scaled to norm 1 in ``norm`` (``l2`` or ``linf``)."""
+    size = (torch.linalg.vector_norm(direction) if norm == "l2"
+            else direction.abs().max())
+    if not size > 0:
+        raise ValueError("the direction is zero")
+    return direction / size
+
+
+def ratio_along(feature_fn: FeatureFn, x: torch.Tensor, direction: torch.Tensor,
+                radii: float | Sequence[float], *, norm: str = "l2", scale=None,
+                input_scale=None, batch_size: int | None = None) -> np.ndarray:
+    """The local Lipschitz ratio ``L_x(r)`` along one direction, for every radius.
+
+    ``nu = r d / ||d||`` with the norm ``norm`` (``l2``: Euclidean radius,
+    ``linf``: largest change of any input value), and
+
+        L_x(r) = ||f(x + nu) - f(x)||_2 / ||nu||_2,
+
+    the ratio of eq. 9 as :func:`~localprops.studies.lipschitz.lipschitz_study`
+    computes it (Euclidean distances on both sides; ``norm`` sets only what the
+    radius measures). With ``scale`` / ``input_scale`` both distances are in
+    normalised units and ``direction`` is in normalised input units. Along the
+    top singular direction ``L_x(r) -> sigma`` as ``r -> 0`` (first order in ``r``
+    for a smooth map, exactly for a linear one).
+
+    All radii are evaluated as one batch (in chunks of ``batch_size``) without
+    autograd. Returns an array (R,) of float64.
+    """
+    _check_input(x)
+    norm = _checks.check_norm(norm)
+    radii = _checks.check_radii(radii)
+    if tuple(direction.shape) != tuple(x.shape):
+        raise ValueError(f"direction must have the shape of x {tuple(x.shape)}, "
+                         f"got {tuple(direction.shape)}")
+    phi = _displacement_map(feature_fn, x, scale, input_scale)
+    unit = _unit(direction.to(device=x.device, dtype=x.dtype), norm)
+    r = torch.tensor(radii, device=x.device, dtype=x.dtype).reshape(-1, *[1] * x.ndim)
+    nu = r * unit                                              # (R, *x.shape)
+    size = batch_size or default_batch_size(tuple(x.shape), x.device)
+    with torch.no_grad():
+        clean = phi(torch.zeros_like(x).unsqueeze(0))
+        chunks = run_chunked(len(radii), size, lambda a, b: phi(nu[a:b]) - clean)
+        out = torch.linalg.vector_norm(torch.cat(chunks), dim=1)
+    return (out / torch.linalg.vector_norm(nu.flatten(1), dim=1)).double().cpu().numpy()
+
+
+def _project(nu: torch.Tensor, radius: float, norm: str) -> torch.Tensor:
+    """Rescale every row of ``nu`` (K, ...) radially onto the sphere of ``radius``."""
+    flat = nu.flatten(1)
+    size = (torch.linalg.vector_norm(flat, dim=1) if norm == "l2"
+            else flat.abs().amax(dim=1))
+    return nu * (radius / size).reshape(-1, *[1] * (nu.ndim - 1))
+
+
+def _ratios_and_grad(phi: FeatureFn, clean: torch.Tensor,
+                     nu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ratios (K,) of every row of ``nu`` and their gradients with respect to ``nu``."""
+    nu = nu.detach().requires_grad_(True)
+    with torch.enable_grad():
+        diff = phi(nu) - clean
+        ratio = (torch.linalg.vector_norm(diff, dim=1)
+                 / torch.linalg.vector_norm(nu.flatten(1), dim=1))
+        (grad,) = torch.autograd.grad(ratio.sum(), nu)
+    return ratio.detach(), grad
+
+
+def _starts(start, feature_fn, x, restarts, seed, scale, input_scale) -> torch.Tensor:
+    """(restarts, *x.shape) start directions: the first from ``start``, the rest random."""
+    shape = tuple(x.shape)
+    starts = _start_vector(shape, seed + 1, x, count=restarts)
+    if isinstance(start, torch.Tensor):
+        first = start.to(device=x.device, dtype=x.dtype).reshape(shape)
+    elif start == "top":
+        first = top_singular(feature_fn, x, scale=scale, input_scale=input_scale,
+                             seed=seed).direction
+    elif start == "random":
+        return starts
+    else:
+        raise ValueError(f"start must be 'top', 'random' or a direction tensor, got {start!r}")
+    return torch.cat([first.unsqueeze(0), starts[1:]])
+
+
+def max_ratio_search(feature_fn: FeatureFn, x: torch.Tensor, radius: float, *,
+                     norm: str = "l2", steps: int = 50, step_size: float = 0.5,
+                     restarts: int = 1, start: str | torch.Tensor = "top", seed: int = 0,
+                     scale=None, input_scale=None) -> SearchResult:
+    """Projected gradient ascent of ``L_x`` on the sphere ``||nu|| = radius``.
+
+    The independent cross-check of :func:`top_singular` (issue 15): it looks
+    for the largest ratio ``||f(x + nu) - f(x)||_2 / ||nu||_2`` (the ratio of
+    :func:`ratio_along`) among perturbations of norm ``radius`` in ``norm``.
+    Every step moves each ``nu`` by ``step_size * ||nu||_2`` along the
+    normalised gradient of its ratio, then rescales it radially back onto the
+    sphere (on the l2 sphere, the ratio is ``||f(x + nu) - f(x)|| / radius``).
+    A step is kept only if it raises the ratio; otherwise that restart's step
+    is halved, so every restart's ratio increases monotonically and the result
+    is at least the ratio of its start.
+
+    What the result means: a lower bound on ``sup_{||nu|| = radius} L_x``
+    (gradient ascent finds a local maximum). ``sigma`` of :func:`top_singular`
+    is the ``radius -> 0`` limit of that supremum, not a bound at a finite
+    radius: a non-linear map can stretch more (or less) at a finite radius.
+
+    Parameters
+    ----------
+    feature_fn, x, scale, input_scale : as for :func:`top_singular`.
+    radius : the radius, in ``norm`` (normalised input units with ``input_scale``).
+    steps : gradient steps (one forward and backward pass of all restarts each).
+    step_size : step length as a fraction of ``||nu||_2``.
+    restarts : directions searched together, as one batch.
+    start : the first restart's start: ``"top"`` (the top singular direction,
+        one :func:`top_singular` call), ``"random"``, or a direction tensor; the
+        other restarts start from seeded random directions.
+    seed : seed of the random starts (and of the power iteration).
+    """
+    _check_input(x)
+    norm = _checks.check_norm(norm)
+    (radius,) = _checks.check_radii(radius)
+    steps = _checks.check_count(steps, "steps") if steps else 0
+    restarts = _checks.check_count(restarts, "restarts")
+    if not step_size > 0:
+        raise ValueError(f"step_size must be positive, got {step_size}")
+    phi = _displacement_map(feature_fn, x, scale, input_scale)
+    nu = _project(_starts(start, feature_fn, x, restarts, seed, scale, input_scale),
+                  radius, norm)
+    with torch.no_grad():
+        clean = phi(torch.zeros_like(x).unsqueeze(0))
+    ratio, grad = _ratios_and_grad(phi, clean, nu)
+    alpha = torch.full_like(ratio, float(step_size))
+    history = [float(ratio.max())]
+    expand = (-1, *[1] * x.ndim)
+    for _ in range(steps):
+        g = grad / torch.linalg.vector_norm(grad.flatten(1), dim=1).clamp_min(
+            torch.finfo(x.dtype).tiny).reshape(expand)
+        length = alpha * torch.linalg.vector_norm(nu.flatten(1), dim=1)
+        proposal = _project(nu + length.reshape(expand) * g, radius, norm)
+        new_ratio, new_grad = _ratios_and_grad(phi, clean, proposal)
+        better = new_ratio > ratio
+        keep = better.reshape(expand)
+        nu = torch.where(keep, proposal, nu)
+        grad = torch.where(keep, new_grad, grad)
+        ratio = torch.where(better, new_ratio, ratio)
+        alpha = torch.where(better, alpha, alpha / 2)
+        history.append(float(ratio.max()))
+    best = int(ratio.argmax())
+    return SearchResult(ratio=float(ratio[best]), perturbation=nu[best].detach(),
+                        restart_ratios=ratio.double().cpu().numpy(), history=np.asarray(history))
