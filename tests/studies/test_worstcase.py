@@ -109,6 +109,10 @@ def test_converged_flag():
                         iterations=1).converged is False
     slow = top_singular(linear(close), torch.zeros(12, dtype=torch.float64), iterations=30)
     assert not slow.converged and slow.iterations == 30
+    # the rule does not stop early on close values: given time, it converges to sigma
+    patient = top_singular(linear(close), torch.zeros(12, dtype=torch.float64),
+                           iterations=10000)
+    assert patient.converged and patient.sigma == pytest.approx(1.0, rel=1e-6)
     apart = top_singular(linear(matrix([2.0, 1.0, 0.5])), torch.zeros(12, dtype=torch.float64))
     assert apart.converged and apart.sigma == pytest.approx(2.0, rel=1e-6)
 

@@ -7,17 +7,19 @@ is what every study takes.
 
 :func:`prepare` loads every requested model that is available here (and says
 why the others are skipped), reads the candidate images of its dataset, and
-selects the clean samples of the paper: images the model classifies correctly
-with more than 99% confidence (a parameter), in a fixed order. By default the
-models of one dataset share their samples (images that pass for every one of
-them), so each image is perturbed identically for all of them: the paper's
-Sec. 2.4 compares models on the same points.
+selects the clean samples of the paper per model: images the model classifies
+correctly with more than 99% confidence (a parameter), drawn at random but
+seeded and stratified over classes (:func:`stratified_order`). The order is a
+property of the images, not of the model, so two models of one dataset pick
+the same images wherever both pass, and an image gets the same perturbations
+in every model and chapter. ``shared=True`` instead keeps only the images that
+pass for every model of a dataset.
 """
 from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -170,6 +172,57 @@ def select_samples(model_spec: "ModelSpec", images: np.ndarray | torch.Tensor,
                      base_seed=base_seed, threshold=float(threshold))
 
 
+_CLASS_OFFSET = 2**40
+
+
+def stratified_order(ids: Sequence[int], labels: Sequence[int], seed: int = 0) -> np.ndarray:
+    """Positions of ``ids`` in a seeded random order that cycles through the classes.
+
+    Classes are visited in a random order, and within each class images come
+    in a random order; the result takes the first image of every class, then
+    the second of every class, and so on. So the first ``n`` positions are a
+    random sample stratified over classes (``min(n, classes)`` classes), and
+    a longer selection extends a shorter one (a chapter that uses 30 samples
+    uses the first 30 of another's 100). The random keys are
+    ``derive_seed(seed, id)`` of each image's dataset id (and of
+    ``2**40 + class`` for the classes): the order of two images never depends
+    on which other images are candidates.
+
+    Examples
+    --------
+    >>> order = stratified_order([10, 11, 12, 13, 14, 15], [0, 0, 0, 1, 1, 2])
+    >>> sorted(np.asarray([0, 0, 0, 1, 1, 2])[order[:3]].tolist())
+    [0, 1, 2]
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if ids.shape != labels.shape:
+        raise ValueError(f"{len(ids)} ids but {len(labels)} labels")
+    def key(index: int) -> int:
+        return derive_seed(seed, index) & 0xFFFF_FFFF_FFFF_FFFF
+
+    image_key = np.asarray([key(int(i)) for i in ids], dtype=np.uint64)
+    class_key = {int(c): key(_CLASS_OFFSET + int(c)) for c in np.unique(labels)}
+    rank = np.empty(len(ids), dtype=np.int64)          # position within its class
+    for c in class_key:
+        members = np.flatnonzero(labels == c)
+        rank[members[np.argsort(image_key[members], kind="stable")]] = np.arange(len(members))
+    classes = np.asarray([class_key[int(c)] for c in labels], dtype=np.uint64)
+    return np.lexsort((classes, rank))
+
+
+def samples_for(n_samples: int | Mapping[str, int], spec: ModelSpec) -> int:
+    """How many samples ``spec`` gets: an int, or a mapping keyed by model name or dataset."""
+    if isinstance(n_samples, Mapping):
+        for key in (spec.name, spec.dataset):
+            if key in n_samples:
+                return _checks.check_count(n_samples[key], f"n_samples[{key!r}]")
+        raise ValueError(f"n_samples {dict(n_samples)} has no entry for model {spec.name!r} "
+                         f"or its dataset {spec.dataset!r}: add one, e.g. "
+                         f"{{{spec.dataset!r}: 100}}")
+    return _checks.check_count(n_samples, "n_samples")
+
+
 @dataclass
 class Prepared:
     """A loaded model with its clean samples."""
@@ -177,6 +230,11 @@ class Prepared:
     spec: models.ModelSpec
     samples: SampleSet
     clean_scores: np.ndarray
+
+    @property
+    def classes(self) -> int:
+        """How many distinct classes the samples cover."""
+        return len(set(self.samples.labels))
 
 
 @dataclass
@@ -194,7 +252,7 @@ class Preparation:
 
     def report(self) -> str:
         """A short text for the notebook: samples per model and skipped models."""
-        lines = [f"{p.spec.name}: {len(p.samples)} samples "
+        lines = [f"{p.spec.name}: {len(p.samples)} samples over {p.classes} classes "
                  f"(clean true-class score min {p.clean_scores.min():.4f})"
                  for p in self.models if len(p.samples)]
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
@@ -273,20 +331,25 @@ def use_ieee_float32() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
 
 
-def prepare(names: list[str], *, n_samples: int, threshold: float = 0.99, seed: int = 0,
-            device: str | torch.device | None = None, imagenet_limit: int | None = None,
-            shared: bool = True, cache: ResultCache | None = None) -> Preparation:
+def prepare(names: list[str], *, n_samples: int | Mapping[str, int], threshold: float = 0.99,
+            seed: int = 0, device: str | torch.device | None = None,
+            imagenet_limit: int | None = None, shared: bool = False,
+            cache: ResultCache | None = None) -> Preparation:
     """Load the available models and select their clean samples.
 
     Parameters
     ----------
     names : model names for :func:`localprops.models.load`.
-    n_samples : samples per model (fewer, with a note, when not enough pass).
+    n_samples : samples per model (fewer, with a note, when not enough pass):
+        an int, or a mapping keyed by model name or dataset, e.g.
+        ``{"gtsrb": 100, "imagenet": 24}``.
     threshold : a sample must be classified correctly with probability above it.
-    seed : base seed; the sample with dataset index ``i`` gets ``derive_seed(seed, i)``.
+    seed : base seed; the sample with dataset index ``i`` gets ``derive_seed(seed, i)``,
+        and the order of :func:`stratified_order` derives from it too.
     device : where the models run (default CUDA when available).
     imagenet_limit : consider at most this many ImageNet images.
-    shared : models of one dataset use the images that pass for all of them.
+    shared : models of one dataset use only the images that pass for all of
+        them (default: each model its own passing images).
     cache : where the ImageNet filter results are kept (default :func:`cache_dir`).
 
     Returns
@@ -298,7 +361,8 @@ def prepare(names: list[str], *, n_samples: int, threshold: float = 0.99, seed: 
     if isinstance(names, str) or not all(isinstance(n, str) for n in names):
         raise TypeError(f"names must be a list of model names such as ['gtsrb-ciresan'], "
                         f"got {names!r}")
-    n_samples = _checks.check_count(n_samples, "n_samples")
+    if not isinstance(n_samples, Mapping):
+        n_samples = _checks.check_count(n_samples, "n_samples")
     cache = cache or ResultCache(cache_dir())
     loaded: list[tuple[models.ModelSpec, _Candidates]] = []
     availability = models.available(names, device=device)
@@ -325,16 +389,18 @@ def prepare(names: list[str], *, n_samples: int, threshold: float = 0.99, seed: 
             chosen[spec.dataset] = chosen.get(spec.dataset, ids) & ids
     prepared = []
     for spec, candidates in loaded:
-        keep = [k for k, index in enumerate(candidates.ids.tolist())
-                if not shared or index in chosen[spec.dataset]][:n_samples]
+        wanted = samples_for(n_samples, spec)
+        order = stratified_order(candidates.ids, candidates.labels, seed)
+        keep = [int(k) for k in order
+                if not shared or int(candidates.ids[k]) in chosen[spec.dataset]][:wanted]
         filter_note = f"the {threshold:.0%} filter" + (
             " for every model of its dataset" if shared else "")
         if not keep:
             notes.append(f"{spec.name} skipped: no image passes {filter_note}; "
                          "read more images or lower the threshold")
             continue
-        if len(keep) < n_samples:
-            notes.append(f"{spec.name}: only {len(keep)} of {n_samples} requested samples "
+        if len(keep) < wanted:
+            notes.append(f"{spec.name}: only {len(keep)} of {wanted} requested samples "
                          f"pass {filter_note}")
         ids = [int(candidates.ids[k]) for k in keep]
         samples = SampleSet(images=candidates.load(ids),

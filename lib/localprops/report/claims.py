@@ -1,252 +1,605 @@
 """The paper's claims C1-C10, each measured and judged by an explicit rule.
 
 Each function takes study results and returns :class:`Verdict` rows: the
-claim, what we measured, the rule that turns the measurement into a verdict
-(supported / partly / not supported), and the verdict. The chapters show these
-rows next to their figures and the scorecard collects them, so no verdict is
-typed by hand. The rules are stated in ``rule`` so a reader can disagree with
-them and change them.
+claim, what we measured, the rule that turns the measurement into a verdict,
+and the verdict. A rule is applied in two steps (:mod:`localprops.report.rules`):
+per model, a share or a median with its 95% interval is compared with a
+threshold (pass, fail, or undecided when the interval straddles it or too
+little lies above the noise floor); across models the outcomes are combined,
+and undecided models that could change the verdict make it *inconclusive*.
+Every row carries a sensitivity line: its verdict under a stated alternative
+threshold. The chapters show these rows next to their figures and the
+scorecard collects them, so no verdict is typed by hand. The rules are stated
+in ``rule`` so a reader can disagree with them and change them.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from localprops.report.scorecard import NOT_SUPPORTED, PARTLY, SUPPORTED, Verdict
-from localprops.studies.scores import ScoreStudy
+from localprops.report import rules
+from localprops.report.rules import Outcome, combine, every_model, most_models
+from localprops.report.scorecard import (
+    INCONCLUSIVE,
+    LOGICAL,
+    PARTLY,
+    SUPPORTED,
+    Verdict,
+)
+from localprops.studies.scores import NoiseFloor, ScoreStudy
+
+#: a range counts as measured when it exceeds this multiple of its noise floor
+FLOOR_MULTIPLE = 10.0
+#: what "a large range" means at r = 10 (C4), per quantity
+BIG_RANGE = {"probability": 0.1, "log_odds": 1.0}
+#: C4's alternative threshold (the sensitivity line)
+BIG_RANGE_ALTERNATIVE = {"probability": 0.01, "log_odds": 0.1}
+#: C2's "not significant": a range below this, per quantity
+SMALL_RANGE = {"probability": 1e-3, "log_odds": 1e-3}
+QUANTITY = {"probability": "true-class probability", "log_odds": "true-class log-odds"}
 
 
-def _share_verdict(shares: Sequence[float], high: float = 0.5) -> str:
-    """supported if every share >= high, partly if some are, else not supported."""
-    hits = [s >= high for s in shares]
-    return SUPPORTED if all(hits) else PARTLY if any(hits) else NOT_SUPPORTED
-
-
-def _radius_index(study: ScoreStudy, r: float) -> int:
+def _radius_index(study, r: float) -> int:
     idx = np.flatnonzero(np.isclose(study.radii, r))
     if not idx.size:
-        raise ValueError(f"radius {r} is not among the study's radii {study.radii.tolist()}")
+        raise ValueError(f"radius {r} is not among the study's radii "
+                         f"{np.asarray(study.radii).tolist()}")
     return int(idx[0])
 
 
-def isotropy_claims(studies: Sequence[ScoreStudy], floors: Mapping[str, float], *,
-                    big_range: float = 0.1) -> list[Verdict]:
-    """C1-C4 from isotropy studies of several models (one norm).
+def _row(claim: str, paper: str, measured: str, rule: str, outcomes: Sequence[Outcome], *,
+         verdict: str, setting: str = "", sensitivity: str = "") -> Verdict:
+    """A verdict row with the per-model outcomes and the deciding estimate."""
+    lead = rules.deciding(outcomes)
+    return Verdict(claim, paper, measured, rule, verdict,
+                   models={o.model: o.as_dict() for o in outcomes}, setting=setting,
+                   estimate=None if lead is None else rules.finite_or_none(lead.estimate),
+                   interval=None if lead is None else [rules.finite_or_none(v)
+                                                       for v in lead.interval],
+                   sensitivity=sensitivity)
 
-    ``floors`` maps a model to its float32 noise floor. The smallest radius is
-    taken as the paper's eps.
+
+def _texts(outcomes: Sequence[Outcome], describe: Callable[[Outcome], str]) -> str:
+    return "; ".join(f"{o.model}: {describe(o)}" + (f" ({o.outcome}: {o.note})" if o.note
+                                                     else f" ({o.outcome})")
+                     for o in outcomes)
+
+
+def _verdicts(outcomes_at: Callable[..., list[Outcome]], rule=every_model, **alternatives
+              ) -> dict[str, str]:
+    return {label: combine(outcomes_at(**kwargs), rule)
+            for label, kwargs in alternatives.items()}
+
+
+# ------------------------------------------------------------ isotropy, C1-C4
+def _eps_outcomes(studies: Sequence[ScoreStudy], floors: Mapping[str, NoiseFloor],
+                  quantity: str, multiple: float = FLOOR_MULTIPLE, share: float = 0.5
+                  ) -> list[Outcome]:
+    """C1 per model: the share of samples whose range at eps is above the floor.
+
+    A sample counts as anisotropic at eps when its range exceeds ``multiple``
+    times its own floor. It counts against C1 (isotropic at eps within our
+    resolution) when its range stays below that although first-order scaling
+    from r = 1 (``range(1) * eps``) predicts ten times more; otherwise it is
+    undecided (the floor hides the answer).
+    """
+    out = []
+    for s in studies:
+        stats = s.statistics_of(quantity)
+        floor = s.range_floors(floors[s.model], quantity)
+        i1 = _radius_index(s, 1.0)
+        eps = float(s.radii[0])
+        r_eps, r_1 = stats.range[:, 0], stats.range[:, i1]
+        above = r_eps > multiple * floor[:, 0]
+        flat = ~above & (r_1 * eps / 1.0 > 10 * multiple * floor[:, 0])
+        out.append(rules.share_outcome(s.model, above, flat, threshold=share,
+                                       classes=s.classes))
+    return out
+
+
+def _growth_outcomes(studies, floors, quantity, share: float = 0.5) -> list[Outcome]:
+    """C3 per model: share of samples with a larger range at r = 1 than at eps."""
+    out = []
+    for s in studies:
+        stats = s.statistics_of(quantity)
+        floor = s.range_floors(floors[s.model], quantity)
+        i1 = _radius_index(s, 1.0)
+        r_eps, r_1 = stats.range[:, 0], stats.range[:, i1]
+        grows = (r_1 > r_eps) & (r_1 > FLOOR_MULTIPLE * floor[:, i1])
+        shrinks = (r_1 <= r_eps) & (r_eps > FLOOR_MULTIPLE * floor[:, 0])
+        out.append(rules.share_outcome(s.model, grows, shrinks, threshold=share,
+                                       classes=s.classes))
+    return out
+
+
+def _small_outcomes(studies, quantity, small: float, share: float = 0.8) -> list[Outcome]:
+    """C2 per model: share of samples whose range at eps stays below ``small``."""
+    return [rules.share_outcome(s.model, s.statistics_of(quantity).range[:, 0] < small,
+                                threshold=share, classes=s.classes) for s in studies]
+
+
+def _big_outcomes(studies, quantity, big: float, at: float = 10.0, share: float = 0.5
+                  ) -> list[Outcome]:
+    """C4 per model: share of samples whose range at ``at`` exceeds ``big``."""
+    return [rules.share_outcome(s.model, s.statistics_of(quantity).range[:, _radius_index(
+        s, at)] > big, threshold=share, classes=s.classes) for s in studies]
+
+
+def _setting(studies: Sequence[ScoreStudy], quantity: str, scale: str = "[0, 255]") -> str:
+    s = studies[0]
+    n = [len(x.ids) for x in studies]
+    return (f"{s.norm} radius in {scale} grey levels, {QUANTITY[quantity]}, "
+            f"eps = {s.radii[0]:g}, T = {s.scores.shape[-1]}, {min(n)}-{max(n)} samples per model")
+
+
+def isotropy_claims(studies: Sequence[ScoreStudy], floors: Mapping[str, NoiseFloor], *,
+                    quantity: str = "probability") -> list[Verdict]:
+    """C1-C4 from isotropy studies of several models (one norm, one quantity).
+
+    ``floors`` maps a model to its per-sample noise floors
+    (:func:`localprops.studies.scores.float32_noise_floor`); the study's
+    float64 radii get float64's floor. The smallest radius is taken as the
+    paper's eps; the studies must include r = 1 and r = 10. ``quantity`` is
+    ``"probability"`` (the paper's score) or ``"log_odds"``.
     """
     if not studies:
         return []
-    norm = studies[0].norm
-    names = ", ".join(s.model for s in studies)
-    setting = (f"{norm} radius, eps = {studies[0].radii[0]:g}, T = {studies[0].scores.shape[-1]}, "
-               f"{min(len(s.ids) for s in studies)}-{max(len(s.ids) for s in studies)} samples")
-    eps_ranges = {s.model: s.statistics.range[:, 0] for s in studies}
-    above = [float(np.mean(eps_ranges[m] > 10 * floors.get(m, 0.0))) for m in eps_ranges]
-    c1 = Verdict(
+    setting = _setting(studies, quantity)
+    eps = float(studies[0].radii[0])
+    small = SMALL_RANGE[quantity]
+
+    c1 = _eps_outcomes(studies, floors, quantity)
+    ratios = {s.model: np.median(s.statistics_of(quantity).range[:, 0]
+                                 / np.maximum(s.statistics_of(quantity).range[
+                                     :, _radius_index(s, 1.0)], 1e-300)) for s in studies}
+    c1_row = _row(
         "C1", "no ConvNet is perfectly isotropic, even at distance eps",
-        "; ".join(f"{m}: median range at eps {np.median(v):.2e} (noise floor "
-                  f"{floors.get(m, float('nan')):.1e}), {a:.0%} of samples above 10x floor"
-                  for (m, v), a in zip(eps_ranges.items(), above)),
-        "supported if, for every model, at least half the samples have a range at eps "
-        "above 10x the float32 noise floor; partly if for some models",
-        _share_verdict(above), names, setting)
-    small = [float(np.mean(v < 1e-3)) for v in eps_ranges.values()]
-    c2 = Verdict(
+        _texts(c1, lambda o: f"{o.text()} of {o.counted} decided samples anisotropic at eps "
+                             f"({o.samples - o.counted} below the floor); median "
+                             f"range(eps)/range(1) {ratios[o.model]:.2g} (first order: "
+                             f"{eps:g})"),
+        f"a sample is anisotropic at eps when its range exceeds {FLOOR_MULTIPLE:g}x its own "
+        "noise floor, isotropic within resolution when it stays below although "
+        "range(1) x eps predicts 10x more, undecided otherwise; per model pass when the "
+        "share of anisotropic among decided samples is >= 50% (Wilson 95% interval); "
+        "supported if every model passes, partly if some do",
+        c1, verdict=combine(c1), setting=setting,
+        sensitivity=rules.sensitivity(_verdicts(
+            lambda **k: _eps_outcomes(studies, floors, quantity, **k),
+            **{"floor x3": dict(multiple=3.0), "share >= 90%": dict(share=0.9)})))
+
+    c2 = _small_outcomes(studies, quantity, small)
+    c2_row = _row(
         "C2", "at eps the score does not change significantly",
-        "; ".join(f"{m}: largest range at eps {v.max():.2e}" for m, v in eps_ranges.items()),
-        "supported if every model keeps the range at eps below 1e-3 for all samples",
-        _share_verdict(small, high=1.0), names, setting)
-    measured, grows = [], []
-    for s in studies:
+        _texts(c2, lambda o: f"{o.text()} of samples with a range at eps below {small:g}"),
+        f"per model pass when at least 80% of samples keep the range at eps below {small:g} "
+        "(Wilson 95% interval); supported if every model passes",
+        c2, verdict=combine(c2), setting=setting,
+        sensitivity=rules.sensitivity(_verdicts(
+            lambda **k: _small_outcomes(studies, quantity, **k),
+            **{"share >= 95%": dict(small=small, share=0.95),
+               f"range below {small / 10:g}": dict(small=small / 10)})))
+
+    c3 = _growth_outcomes(studies, floors, quantity)
+    c3_row = _row(
+        "C3", "at radius 1 every ConvNet is more non-isotropic than at eps",
+        _texts(c3, lambda o: f"{o.text()} of {o.counted} decided samples grow from eps to "
+                             "r = 1"),
+        "a sample grows when its range at r = 1 exceeds the range at eps and its floor "
+        f"({FLOOR_MULTIPLE:g}x), shrinks when it does not while the range at eps is above "
+        "its floor; per model pass when >= 50% grow (Wilson 95%); supported if every "
+        "model passes",
+        c3, verdict=combine(c3), setting=setting,
+        sensitivity=rules.sensitivity(_verdicts(
+            lambda **k: _growth_outcomes(studies, floors, quantity, **k),
+            **{"share >= 90%": dict(share=0.9)})))
+
+    c4 = c4_claim(studies, quantity=quantity, setting=setting)
+    return [c1_row, c2_row, c3_row, c4]
+
+
+def c4_claim(studies: Sequence[ScoreStudy], *, quantity: str = "probability",
+             at: float = 10.0, setting: str = "", label: str = "C4",
+             reading: str = "") -> Verdict:
+    """C4 (most ConvNets are very non-isotropic at radius 10) at radius ``at``.
+
+    ``at`` is 10 in the book's [0, 255] units; the pixel-scale sensitivity run
+    passes 2550 (r = 10 read in [0, 1] units) with ``reading`` saying so.
+    """
+    big, alt = BIG_RANGE[quantity], BIG_RANGE_ALTERNATIVE[quantity]
+    outcomes = _big_outcomes(studies, quantity, big, at)
+    wrong = {s.model: float(np.mean(s.statistics.any_misclassified[:, _radius_index(s, at)]))
+             for s in studies}
+    return _row(
+        label, "most ConvNets are very non-isotropic at radius 10" + reading,
+        _texts(outcomes, lambda o: f"{o.text()} of samples with a range above {big:g} at "
+                                   f"r = {at:g}; {wrong[o.model]:.0%} with a misclassified "
+                                   "perturbation"),
+        f"'very non-isotropic' = range above {big:g} in at least half the samples (Wilson "
+        "95%); supported if that holds for more than half of the models, partly if for "
+        "some",
+        outcomes, verdict=combine(outcomes, most_models),
+        setting=setting or _setting(studies, quantity),
+        sensitivity=rules.sensitivity({f"range above {alt:g}": combine(
+            _big_outcomes(studies, quantity, alt, at), most_models)}))
+
+
+# ------------------------------------------------------------ symmetry, C5-C6
+def _asymmetry_outcomes(symmetry, isotropy, floors, quantity, share: float = 0.5,
+                        relative: float = 0.01) -> list[Outcome]:
+    """C5 per model: share of decided (sample, r >= 1) pairs whose permutation range is real.
+
+    Asymmetric: the permutation range exceeds ``FLOOR_MULTIPLE`` times its
+    floor and ``relative`` times the isotropy range of the same pair.
+    Symmetric within resolution: the permutation range is below ``relative``
+    times an isotropy range that is itself far above the floor (so a
+    permutation range of that size would have been measured). Otherwise
+    undecided.
+    """
+    by_model = {s.model: s for s in isotropy}
+    out = []
+    for s in symmetry:
+        iso = by_model[s.model]
         i1 = _radius_index(s, 1.0)
-        r = s.statistics.range
-        share = float(np.mean(r[:, i1] > r[:, 0]))
-        grows.append(share)
-        measured.append(f"{s.model}: median range {np.median(r[:, 0]):.2e} at eps, "
-                        f"{np.median(r[:, i1]):.2e} at r = 1 ({share:.0%} of samples grow)")
-    c3 = Verdict("C3", "at radius 1 every ConvNet is more non-isotropic than at eps",
-                 "; ".join(measured),
-                 "supported if for every model at least half the samples have a larger "
-                 "range at r = 1 than at eps", _share_verdict(grows), names, setting)
-    measured, big = [], []
-    for s in studies:
-        i10 = _radius_index(s, 10.0)
-        r, wrong = s.statistics.range[:, i10], s.statistics.any_misclassified[:, i10]
-        big.append(float(np.mean(r > big_range)))
-        measured.append(f"{s.model}: median range {np.median(r):.2e} at r = 10, "
-                        f"{np.mean(r > big_range):.0%} of samples above {big_range:g}, "
-                        f"{np.mean(wrong):.0%} with a misclassified perturbation")
-    very = [b >= 0.5 for b in big]
-    c4 = Verdict("C4", "most ConvNets are very non-isotropic at radius 10",
-                 "; ".join(measured),
-                 f"'very non-isotropic' = range above {big_range:g} in at least half the "
-                 "samples; supported if that holds for more than half of the models, "
-                 "partly if for some",
-                 SUPPORTED if sum(very) > len(very) / 2 else PARTLY if any(very)
-                 else NOT_SUPPORTED, names, setting)
-    return [c1, c2, c3, c4]
+        perm = s.statistics_of(quantity).range[:, i1:]
+        iso_range = iso.statistics_of(quantity).range[:, i1:]
+        floor = s.range_floors(floors[s.model], quantity)[:, i1:]
+        asym = (perm > FLOOR_MULTIPLE * floor) & (perm >= relative * iso_range)
+        sym = (perm < relative * iso_range) & (relative * iso_range > FLOOR_MULTIPLE * floor)
+        out.append(rules.pooled_outcome(s.model, asym, asym | sym, threshold=share,
+                                        classes=s.classes))
+    return out
 
 
 def symmetry_claims(symmetry: Sequence[ScoreStudy], isotropy: Sequence[ScoreStudy],
-                    floors: Mapping[str, float]) -> list[Verdict]:
-    """C5 and C6 from symmetry studies (and the isotropy studies of the same samples)."""
+                    floors: Mapping[str, NoiseFloor], *, quantity: str = "probability"
+                    ) -> list[Verdict]:
+    """C5 and C6 from symmetry studies and the isotropy studies of the same samples."""
     if not symmetry:
         return []
-    names = ", ".join(s.model for s in symmetry)
-    setting = f"{symmetry[0].norm} radius, T = {symmetry[0].scores.shape[-1]}"
-    measured, shares = [], []
-    for s in symmetry:
-        i1 = _radius_index(s, 1.0)
-        r = s.statistics.range[:, i1:]
-        share = float(np.mean(r > 10 * floors.get(s.model, 0.0)))
-        shares.append(share)
-        measured.append(f"{s.model}: {share:.0%} of (sample, r >= 1) ranges above 10x the "
-                        f"noise floor; median range at eps {np.median(s.statistics.range[:, 0]):.2e}")
-    c5 = Verdict("C5", "except at distances below eps, no ConvNet is locally symmetric",
-                 "; ".join(measured),
-                 "supported if, for every model, at least half the (sample, radius >= 1) "
-                 "ranges exceed 10x the float32 noise floor", _share_verdict(shares),
-                 names, setting)
+    matched = {s.model for s in isotropy}
+    symmetry = [s for s in symmetry if s.model in matched]
+    if not symmetry:
+        raise ValueError("C5 and C6 compare each symmetry study with the isotropy study of "
+                         "the same model and samples: pass both")
+    setting = _setting(symmetry, quantity)
+    c5 = _asymmetry_outcomes(symmetry, isotropy, floors, quantity)
+    c5_row = _row(
+        "C5", "except at distances below eps, no ConvNet is locally symmetric",
+        _texts(c5, lambda o: f"{o.text()} of {o.counted} decided (sample, r >= 1) pairs "
+                             "asymmetric"),
+        "a pair is asymmetric when its permutation range exceeds 10x its noise floor and "
+        "1% of the isotropy range of the same pair, symmetric within resolution when it is "
+        "below 1% of a measurable isotropy range; per model pass when >= 50% of decided "
+        "pairs are asymmetric (bootstrap over samples, 95%); supported if every model "
+        "passes",
+        c5, verdict=combine(c5), setting=setting,
+        sensitivity=rules.sensitivity(_verdicts(
+            lambda **k: _asymmetry_outcomes(symmetry, isotropy, floors, quantity, **k),
+            **{"share >= 90%": dict(share=0.9), "relative 10%": dict(relative=0.1)})))
     by_model = {s.model: s for s in isotropy}
-    measured, ratios = [], []
+    c6 = []
     for s in symmetry:
-        iso = by_model.get(s.model)
-        if iso is None or iso.scores.shape[:2] != s.scores.shape[:2]:
-            continue
         i1 = _radius_index(s, 1.0)
-        ratio = float(np.median(s.statistics.range[:, i1:] /
-                                np.maximum(iso.statistics.range[:, i1:], 1e-30)))
-        ratios.append(ratio)
-        measured.append(f"{s.model}: median (permutation range / isotropy range) {ratio:.2f}")
-    c6 = Verdict("C6", "an isotropic function is symmetric; the converse need not hold",
-                 "; ".join(measured) or "no matching isotropy study",
-                 "a logical statement (a permutation keeps the norm); the data can only "
-                 "illustrate it: permutation ranges are smaller than isotropy ranges when "
-                 "the ratio is below 1", SUPPORTED, names, setting)
-    return [c5, c6]
+        iso = by_model[s.model].statistics_of(quantity).range[:, i1:]
+        ratio = s.statistics_of(quantity).range[:, i1:] / np.maximum(iso, 1e-300)
+        c6.append(rules.median_outcome(s.model, ratio, threshold=1.0, above=False,
+                                       classes=s.classes))
+    c6_row = _row(
+        "C6", "an isotropic function is symmetric; the converse need not hold",
+        _texts(c6, lambda o: f"median permutation range / isotropy range {o.text('.2f')}"),
+        "a logical statement (a permutation keeps every norm), illustrated, not tested: "
+        "a ratio below 1 shows permutations moving the score less than directions do; "
+        "to first order the ratio is near 1 for any gradient with unequal entries, "
+        "so the illustration can fail without contradicting the statement",
+        c6, verdict=LOGICAL, setting=setting)
+    return [c5_row, c6_row]
 
 
-def topology_claims(studies) -> list[Verdict]:
-    """C7 and C8 from :class:`localprops.studies.topology.TopologyStudy` results."""
-    if not studies:
-        return []
-    names = ", ".join(s.model for s in studies)
-    setting = f"{studies[0].norm} radius, T = points per radius"
-    inside = [float(np.mean(np.abs(s.rho["model"]) < 0.1)) for s in studies]
-    c7 = Verdict(
-        "C7", "-0.1 < rho < 0.1 for all ConvNets, even very close to x",
-        "; ".join(f"{s.model}: median rho {np.median(s.rho['model']):.3f}, "
-                  f"{share:.0%} of (sample, radius) inside (-0.1, 0.1)"
-                  for s, share in zip(studies, inside)),
-        "supported if, for every model, at least 90% of the (sample, radius) statistics "
-        "lie in (-0.1, 0.1); partly if at least half do for some model",
-        SUPPORTED if all(v >= 0.9 for v in inside) else
-        PARTLY if any(v >= 0.5 for v in inside) else NOT_SUPPORTED, names, setting)
-    linear_low = [float(np.median(np.abs(s.rho["linear"]))) < 0.3 for s in studies]
-    mixed_high = [float(np.median(s.mixed_rho)) > 0.5 for s in studies]
-    c8 = Verdict(
-        "C8", "the cause is the affine map of every layer, compounded over layers",
-        "; ".join(f"{s.model}: median rho of a random linear map at one radius "
-                  f"{np.median(s.rho['linear']):.3f}, of the Jacobian map "
-                  f"{np.median(s.rho['jacobian']):.3f}; over mixed radii the model reaches "
-                  f"{np.median(s.mixed_rho):.3f}, the linear map {np.median(s.mixed_linear_rho):.3f}; "
-                  f"input distance spread (std/mean) {np.median(s.input_spread):.4f}"
-                  for s in studies),
-        "if a single random linear map already gives a low rho at one radius and the "
-        "model's rho is high once the points span several radii, the low rho comes from "
-        "the input distances being nearly equal (concentration), not from the depth of "
-        "the network: then 'partly' (an affine map suffices, but nothing is compounded); "
-        "'supported' only if the linear map keeps rho high while the model does not",
-        PARTLY if all(linear_low) and all(mixed_high) else
-        SUPPORTED if not any(linear_low) else NOT_SUPPORTED, names, setting)
-    return [c7, c8]
+# ------------------------------------------------------------ topology, C7-C8
+def _band_outcomes(studies, key: str, band: float, share: float, classes) -> list[Outcome]:
+    return [rules.pooled_outcome(s.model, np.abs(s.rho[key]) < band, threshold=share,
+                                 classes=(classes or {}).get(s.model)) for s in studies]
 
 
-def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None) -> list[Verdict]:
-    """C9 and C10 from :class:`localprops.studies.lipschitz.LipschitzStudy` results."""
-    if not studies:
-        return []
-    names = ", ".join(s.model for s in studies)
-    setting = f"{studies[0].norm} radius; normalizations minmax / raw / zscore"
-    shares = {s.model: {r: float((s.ratio(r) < 1).mean()) for r in s.output_distance}
-              for s in studies}
-    c9 = Verdict(
-        "C9", "ConvNets are in general locally contracting: L_x < 1 in most cases",
-        "; ".join(f"{m}: share with L_x < 1: " + ", ".join(f"{r} {v:.0%}" for r, v in sh.items())
-                  for m, sh in shares.items()),
-        "with the paper's min-max normalizers: supported if more than half of the perturbed "
-        "points of every model have L_x < 1; partly if of some models",
-        _share_verdict([sh["minmax"] for sh in shares.values()], high=0.5 + 1e-12),
-        names, setting)
-    bounds = bounds or {}
-    measured, gaps = [], []
-    for s in studies:
-        raw_max = float(np.max(s.ratio("raw"))) if s.ratio("raw").size else float("nan")
-        bound = bounds.get(s.model)
-        if bound is not None:
-            gaps.append(raw_max / bound)
-        measured.append(f"{s.model}: largest local ratio (raw) {raw_max:.3g}"
-                        + (f", global bound {bound:.3g}" if bound is not None else
-                           ", no global product bound (not a plain sequence of layers)"))
-    c10 = Verdict(
-        "C10", "hence explanations by global non-linearity may be inaccurate",
-        "; ".join(measured),
-        "an interpretation; what the data can show is whether the global bound describes "
-        "local behaviour: supported if every model's largest local ratio lies below a "
-        "tenth of its global bound, partly if below the bound, not supported otherwise",
-        (SUPPORTED if gaps and all(g < 0.1 for g in gaps) else
-         PARTLY if gaps and all(g < 1 for g in gaps) else NOT_SUPPORTED), names, setting)
-    return [c9, c10]
+def topology_claims(studies, *, classes: Mapping[str, int] | None = None,
+                    band: float = 0.1, share: float = 0.9) -> list[Verdict]:
+    """C7 and C8 from :class:`localprops.studies.topology.TopologyStudy` results.
 
-
-def frequency_claims(gaps: Mapping[str, Sequence]) -> list[Verdict]:
-    """The frequency-domain argument, from :class:`localprops.studies.frequency.ResponseGap` rows.
-
-    ``gaps`` maps a model name to its gaps, labelled ``"convolution: ..."``,
-    ``"activation: ..."``, ``"pooling: ..."`` or ``"block: ..."``.
+    C7: the share of (sample, radius) Mantel statistics inside ``(-band,
+    band)``. C8 uses the same band on the model's own linearisation at x (the
+    Jacobian map): if that affine map also lands in the band, an affine map
+    suffices to explain the low rho; "compounded over layers" is a statement
+    about depth that these maps do not test, so the best verdict here is
+    *partly*. ``classes`` maps a model to the number of classes among its
+    samples (for the scorecard).
     """
-    if not gaps:
+    if not studies:
         return []
-    names = ", ".join(gaps)
-    measured, differ, slopes, pool_more = [], [], [], []
-    for model, rows in gaps.items():
-        kinds = {g.label.split(":")[0]: g for g in rows}
-        conv = kinds["convolution"]
-        big = conv.radii >= 0.1
-        rel = float(np.median(conv.relative[big])) if big.any() else float("nan")
-        slope = float(np.polyfit(np.log10(conv.radii[big]), np.log10(conv.absolute[big]), 1)[0]) \
-            if big.sum() >= 2 else float("nan")
-        differ.append(rel > 0.5)
-        slopes.append(abs(slope - 1) < 0.05)
-        text = f"{model}: first-convolution relative gap {rel:.2f}, log-log slope {slope:.3f}"
-        if "pooling" in kinds:
-            pool = float(np.median(kinds["pooling"].relative[big]))
-            pool_more.append(pool > 1.05 * rel)
-            text += f", after pooling {pool:.2f}"
-        measured.append(text)
-    f1 = Verdict(
+    setting = f"{studies[0].norm} radius, T points per radius, band |rho| < {band:g}"
+    c7 = _band_outcomes(studies, "model", band, share, classes)
+    median = {s.model: float(np.median(s.rho["model"])) for s in studies}
+    c7_row = _row(
+        "C7", "-0.1 < rho < 0.1 for all ConvNets, even very close to x",
+        _texts(c7, lambda o: f"{o.text()} of (sample, radius) inside the band, median rho "
+                             f"{median[o.model]:.3f}"),
+        f"per model pass when at least {share:.0%} of the (sample, radius) statistics lie in "
+        f"(-{band:g}, {band:g}) (bootstrap over samples, 95%); supported if every model "
+        "passes, partly if some do",
+        c7, verdict=combine(c7), setting=setting,
+        sensitivity=rules.sensitivity(_verdicts(
+            lambda **k: _band_outcomes(studies, "model", band, classes=classes, **k),
+            **{"share >= 75%": dict(share=0.75)})))
+    c8 = _band_outcomes(studies, "jacobian", band, share, classes)
+
+    def texts(o: Outcome) -> str:
+        s = next(x for x in studies if x.model == o.model)
+        return (f"linearisation inside the band {o.text()}; median rho: model "
+                f"{np.median(s.rho['model']):.3f}, linearisation "
+                f"{np.median(s.rho['jacobian']):.3f}, random linear map "
+                f"{np.median(s.rho['linear']):.3f}; over mixed radii model "
+                f"{np.median(s.mixed_rho):.3f}, random linear map "
+                f"{np.median(s.mixed_linear_rho):.3f}")
+
+    base = combine(c8)
+    c8_row = _row(
+        "C8", "the cause is the affine map of every layer, compounded over layers",
+        _texts(c8, texts),
+        f"the model's own linearisation at x (an affine map) is judged with C7's band: pass "
+        f"when at least {share:.0%} of its statistics lie in (-{band:g}, {band:g}); if every "
+        "model passes an affine map suffices, but nothing here tests 'compounded over "
+        "layers', so the verdict is at most partly; not supported if no linearisation "
+        "lands in the band (the low rho then needs the non-linearity)",
+        c8, verdict=PARTLY if base == SUPPORTED else base, setting=setting,
+        sensitivity=rules.sensitivity({"share >= 75%": {SUPPORTED: PARTLY}.get(
+            b := combine(_band_outcomes(studies, "jacobian", band, 0.75, classes)), b)}))
+    return [c7_row, c8_row]
+
+
+# ------------------------------------------------------------ Lipschitz, C9-C10
+def _contracting_outcomes(studies, reading: str, classes, share: float = 0.5
+                          ) -> list[Outcome]:
+    return [rules.pooled_outcome(s.model, s.ratio(reading) < 1, threshold=share,
+                                 classes=(classes or {}).get(s.model)) for s in studies]
+
+
+def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None, *,
+                     worst_minmax: Mapping[str, np.ndarray] | None = None,
+                     worst_raw: Mapping[str, np.ndarray] | None = None,
+                     classes: Mapping[str, int] | None = None) -> list[Verdict]:
+    """C9 (both readings of eq. 9) and C10 from Lipschitz studies.
+
+    ``studies`` are :class:`localprops.studies.lipschitz.LipschitzStudy`
+    results (random directions). ``worst_minmax`` and ``worst_raw`` map a
+    model to its per-sample worst-case local gain (the largest singular value
+    of the feature map's Jacobian at x, min-max normalised and raw); without
+    them the worst-case rows are inconclusive. ``bounds`` maps a model to its
+    global product bound.
+    """
+    if not studies:
+        return []
+    setting = f"{studies[0].norm} radius; min-max normalizers per feature"
+    c9 = _contracting_outcomes(studies, "minmax", classes)
+    rows = [_row(
+        "C9", "ConvNets are in general locally contracting: L_x < 1 in most cases "
+        "(reading: random directions, as the paper measured)",
+        _texts(c9, lambda o: f"{o.text()} of perturbed points with L_x < 1"),
+        "with the paper's min-max normalizers: per model pass when more than half of the "
+        "perturbed points have L_x < 1 (bootstrap over samples, 95%); supported if every "
+        "model passes, partly if some do",
+        c9, verdict=combine(c9), setting=setting,
+        sensitivity=rules.sensitivity({
+            f"{reading} normalisation": combine(_contracting_outcomes(studies, reading,
+                                                                      classes))
+            for reading in ("raw", "zscore") if reading in studies[0].output_distance}))]
+    if worst_minmax:
+        worst = [rules.share_outcome(s.model, np.asarray(worst_minmax[s.model]) < 1,
+                                     threshold=0.5, classes=(classes or {}).get(s.model))
+                 for s in studies if s.model in worst_minmax]
+        rows.append(_row(
+            "C9", "ConvNets are locally contracting (reading: eq. 9's bound over all "
+            "directions, the worst case)",
+            _texts(worst, lambda o: f"{o.text()} of samples whose largest local gain "
+                                    "(top singular value of the normalised Jacobian) is "
+                                    "below 1"),
+            "per model pass when more than half of the samples have a worst-case gain "
+            "below 1 (Wilson 95%); supported if every model passes",
+            worst, verdict=combine(worst), setting=setting + ", worst case at r -> 0"))
+    bounds = bounds or {}
+    c10 = []
+    for s in studies:
+        bound = bounds.get(s.model)
+        if bound is None:
+            continue
+        if worst_raw and s.model in worst_raw:
+            gain, kind = float(np.max(worst_raw[s.model])), "worst-case"
+        else:
+            gain, kind = float(np.max(s.ratio("raw"))), "random-direction (a lower bound)"
+        ratio = gain / bound
+        result = (rules.PASS if ratio < 0.1 and kind == "worst-case" else
+                  rules.FAIL if ratio >= 0.1 else rules.UNDECIDED)
+        c10.append(Outcome(s.model, ratio, (ratio, ratio), 0.1, False, result,
+                           len(s.ids), len(s.ids), (classes or {}).get(s.model),
+                           "" if result != rules.UNDECIDED else
+                           f"only a {kind} gain is known"))
+    c10_row = _row(
+        "C10", "hence explanations by global non-linearity may be inaccurate",
+        _texts(c10, lambda o: f"largest local gain / global bound {o.estimate:.3g}")
+        or "no model with a global product bound (not a plain sequence of layers)",
+        "an interpretation; what the data can show is whether the global bound describes "
+        "local behaviour: per model pass when the largest worst-case local gain over "
+        "samples lies below a tenth of the global bound, fail when it does not (a "
+        "random-direction ratio is only a lower bound on the gain: it can fail a model, "
+        "never pass it); supported if every model passes",
+        c10, verdict=combine(c10) if c10 else INCONCLUSIVE,
+        setting=f"{studies[0].norm} radius, raw feature units")
+    return rows + [c10_row]
+
+
+def frequency_claims(studies: Mapping, pooling: Mapping | None = None, *,
+                     gap_threshold: float = 0.5, share_threshold: float = 0.5,
+                     min_radius: float = 0.1, slope_tolerance: float = 0.05,
+                     margin: float = 0.0) -> list[Verdict]:
+    """F1-F3, the frequency-domain argument, from per-sample first-layer measurements.
+
+    ``studies`` maps a model name to its
+    :class:`localprops.studies.frequency.FrequencyStudy` on the radius grid of
+    F1 and F2 (L2 radii spanning decades); ``pooling`` maps a model name to
+    its study at the radii of F3 (L-infinity radii where activation patterns
+    and pooling winners change; default: ``studies``). Every per-model
+    estimate has a 95% interval over samples (:mod:`localprops.report.rules`).
+
+    - F1, per model: the share of samples whose median relative gap at the
+      first convolution over radii ``>= min_radius`` exceeds
+      ``gap_threshold``; passes when the Wilson interval of the share lies at
+      or above ``share_threshold``.
+    - F2, per model: per sample the log-log slope of the absolute
+      first-convolution gap against r (radii ``>= min_radius``); passes when
+      the bootstrap interval of the median ``|slope - 1|`` lies below
+      ``slope_tolerance``.
+    - F3, per model with a max-pooling layer among its first layers: per
+      (sample, radius) the correlation distance after pooling minus after
+      the convolution; passes when the bootstrap interval of the median lies
+      at or above ``margin`` (pooling makes the changes more dissimilar),
+      fails when it lies below.
+
+    Every rule is then "supported if every model passes, partly if some do"
+    (:func:`localprops.report.rules.combine`: undecided models make the row
+    inconclusive only if they could change it).
+    """
+    import warnings
+
+    from localprops.report import rules
+
+    if not studies:
+        return []
+    pooling = studies if pooling is None else pooling
+
+    def number(value):
+        value = float(value)
+        return value if np.isfinite(value) else None
+
+    def row(claim, paper, outcomes, texts, rule, setting, sensitivity, fmt):
+        best = rules.deciding(outcomes)
+        return Verdict(
+            claim, paper, "; ".join(f"{o.model}: {o.text(fmt)}{t}"
+                                    for o, t in zip(outcomes, texts)),
+            rule, rules.combine(outcomes), {o.model: o.as_dict() for o in outcomes}, setting,
+            None if best is None else number(best.estimate),
+            None if best is None else [number(v) for v in best.interval],
+            sensitivity)
+
+    def verdict_at(make) -> str:
+        return rules.combine([make(m, s) for m, s in studies.items()])
+
+    def quiet_median(values, axis=None):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmedian(values, axis=axis)
+
+    def big(study):
+        return study.radii >= min_radius
+
+    # F1: a permutation changes the first convolution's response
+    def median_gap(study):
+        keep = big(study)
+        if not keep.any():
+            return np.full(len(study), np.nan)
+        return quiet_median(study.per_sample("relative", "convolution")[:, keep], axis=1)
+
+    def f1(model, study, gap=gap_threshold, share=share_threshold):
+        g = median_gap(study)
+        return rules.share_outcome(model, g > gap, g <= gap, threshold=share,
+                                   classes=study.classes)
+
+    outcomes = [f1(m, s) for m, s in studies.items()]
+    texts = [f" of {len(s)} samples above {gap_threshold:g} (median gap "
+             f"{quiet_median(median_gap(s)):.2f})"
+             for s in studies.values()]
+    first = next(iter(studies.values()))
+    setting = (f"{first.norm} radii >= {min_radius:g}, T = {first.T}, first convolution")
+    rows = [row(
         "F1", "a permutation changes the spectrum, hence the first layer's response",
-        "; ".join(measured),
-        "supported if for every model the response to a permutation differs from the "
-        "response to the original by more than half the response itself (radii >= 0.1)",
-        _share_verdict([float(d) for d in differ], high=1.0), names)
-    f2 = Verdict(
-        "F2", "the two responses become close as the norm goes to zero",
-        "; ".join(measured),
-        "supported if the absolute gap at the first convolution is proportional to r "
-        "(log-log slope within 0.05 of 1); it then vanishes in absolute terms only",
-        _share_verdict([float(v) for v in slopes], high=1.0), names)
-    rows = [f1, f2]
-    if pool_more:
-        rows.append(Verdict(
-            "F3", "max-pooling after the first layer makes the outputs more dissimilar",
-            "; ".join(m for m in measured if "pooling" in m),
-            "supported if the relative gap after pooling exceeds the convolution's by more "
-            "than 5% for every model with a pooling layer, partly if for some",
-            _share_verdict([float(v) for v in pool_more]), names))
+        outcomes, texts,
+        f"per sample, the median over radii >= {min_radius:g} of "
+        f"||f(x + nu_1) - f(x + nu_t)|| / ||f(x + nu_1) - f(x)|| at the first convolution; a "
+        f"model passes when the 95% Wilson interval of the share of samples above "
+        f"{gap_threshold:g} lies at or above {share_threshold:g} (fails when below); supported "
+        "if every model passes, partly if some do", setting,
+        f"gap threshold 0.25: {verdict_at(lambda m, s: f1(m, s, gap=0.25))}; gap threshold "
+        f"1.0: {verdict_at(lambda m, s: f1(m, s, gap=1.0))}; share threshold 0.9: "
+        f"{verdict_at(lambda m, s: f1(m, s, share=0.9))}", ".0%")]
+
+    # F2: the absolute gap shrinks in proportion to r
+    def slopes(study):
+        keep = big(study) & (study.radii > 0)
+        absolute = study.per_sample("absolute", "convolution")[:, keep]
+        log_r = np.log10(study.radii[keep])
+        out = np.full(len(study), np.nan)
+        for i, a in enumerate(absolute):           # one straight-line fit per sample
+            ok = np.isfinite(a) & (a > 0)
+            if ok.sum() >= 2:
+                out[i] = np.polyfit(log_r[ok], np.log10(a[ok]), 1)[0]
+        return out
+
+    def f2(model, study, tolerance=slope_tolerance):
+        return rules.median_outcome(model, np.abs(slopes(study) - 1), threshold=tolerance,
+                                    above=False, classes=study.classes)
+
+    outcomes = [f2(m, s) for m, s in studies.items()]
+    texts = [f" (median slope {quiet_median(slopes(s)):.4f}, relative gap "
+             f"{quiet_median(median_gap(s)):.2f}: it does not shrink)" for s in studies.values()]
+    rows.append(row(
+        "F2", "the two responses become close as the norm goes to zero", outcomes, texts,
+        f"per sample, |slope - 1| of log ||f(x + nu_1) - f(x + nu_t)|| against log r at the "
+        f"first convolution (radii >= {min_radius:g}); a model passes when the bootstrap 95% "
+        f"interval of the median lies below {slope_tolerance:g} (fails when at or above); "
+        "supported if every model passes, partly if some do. The gap then vanishes in "
+        "absolute terms only: relative to the response it stays (F1)", setting,
+        f"tolerance 0.01: {verdict_at(lambda m, s: f2(m, s, 0.01))}; tolerance 0.2: "
+        f"{verdict_at(lambda m, s: f2(m, s, 0.2))}", ".4f"))
+
+    # F3: max-pooling makes the changes more dissimilar
+    pooled = {m: s for m, s in pooling.items()
+              if s.pooling == "max" and {"convolution", "pooling"} <= set(s.distance)}
+    if not pooled:
+        return rows
+
+    def raise_(study):
+        return (study.per_sample("distance", "pooling")
+                - study.per_sample("distance", "convolution"))
+
+    def f3(model, study, threshold=margin):
+        return rules.median_outcome(model, raise_(study), threshold=threshold, above=True,
+                                    classes=study.classes)
+
+    def describe(study):
+        d = {k: quiet_median(study.per_sample("distance", k), axis=0)
+             for k in ("convolution", "activation", "pooling") if k in study.distance}
+        parts = [" (per radius " + ", ".join(f"{r:g}" for r in study.radii) + ": distance "
+                 + "; ".join(f"{k} " + "/".join(f"{v:.3f}" for v in d[k]) for k in d)]
+        if study.winners is not None:
+            parts.append("changed pooling winners " + "/".join(
+                f"{v:.0%}" for v in quiet_median(study.per_sample("winners"), axis=0)))
+        if study.pattern is not None:
+            parts.append("changed activation signs " + "/".join(
+                f"{v:.0%}" for v in quiet_median(study.per_sample("pattern"), axis=0)))
+        return "; ".join(parts) + ")"
+
+    outcomes = [f3(m, s) for m, s in pooled.items()]
+    some = next(iter(pooled.values()))
+    alternative = rules.combine([f3(m, s, margin + 0.05) for m, s in pooled.items()])
+    rows.append(row(
+        "F3", "max-pooling after the first layer makes the outputs more dissimilar",
+        outcomes, [describe(s) for s in pooled.values()],
+        "per (sample, radius), the correlation distance 1 - cos(delta_1, delta_t) of the "
+        "changes delta = f(x + nu) - f(x) after the first max-pooling minus that after the "
+        f"first convolution; a model passes when the bootstrap 95% interval (over samples) of "
+        f"the median lies at or above {margin:g}, fails when it lies below; supported if "
+        "every model with a max-pooling layer among its first layers passes, partly if some do",
+        f"{some.norm} radii {', '.join(f'{r:g}' for r in some.radii)}, T = {some.T}",
+        f"margin {margin + 0.05:g}: {alternative}", "+.3f"))
     return rows
 
 
@@ -261,9 +614,9 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
     (one norm). A sample agrees at a radius when its predicted range is within
     ``factor`` of the measured one. ``valid`` maps a model to its (S, R) mask
     of measurable ranges (:func:`localprops.studies.firstorder.measurable`); other
-    (sample, radius) pairs say nothing and are left out of the shares (a
-    model with no measurable sample counts as not agreeing). B2 is judged on
-    the first-order model of the score; its text also gives the model of the
+    (sample, radius) pairs say nothing and are left out of the shares (too few
+    measurable samples make a model undecided). B2 is judged on the
+    first-order model of the score; its text also gives the model of the
     log-odds, which separates the sigmoid's saturation from the network's
     own departure from linearity.
     """
@@ -272,9 +625,7 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
     if not studies:
         return []
     norm = studies[0].norm
-    names = ", ".join(s.model for s in studies)
     setting = f"{norm} radius, agreement within a factor {factor:g}"
-    shares, ends_in_range, texts_b1, texts_b2 = [], [], [], []
 
     def ends(iso, study, ok, through_log_odds):
         _, end = departure_radii(iso, study, ok, factor, through_log_odds=through_log_odds)
@@ -283,92 +634,110 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
                    else "none"))
         return end, text
 
+    def b1_outcomes(f: float) -> list[Outcome]:
+        out = []
+        for iso, study in zip(measured, studies):
+            ok = np.asarray(valid[study.model], bool)[:, _radius_index(iso, at)]
+            agree = ok & within_factor(range_ratios(iso, study)[:, _radius_index(iso, at)],
+                                       factor=f)
+            out.append(rules.share_outcome(study.model, agree, ok & ~agree, threshold=0.5,
+                                           classes=iso.classes))
+        return out
+
+    b1, b2, texts_b2 = b1_outcomes(factor), [], {}
     for iso, study in zip(measured, studies):
-        ratio = range_ratios(iso, study)
         ok = np.asarray(valid[study.model], bool)
-        k = _radius_index(iso, at)
-        agree = ok[:, k] & within_factor(ratio[:, k], factor=factor)
-        counted = int(ok[:, k].sum())
-        shares.append(agree.sum() / counted if counted else 0.0)
         end, text_s = ends(iso, study, ok, False)
         _, text_lo = ends(iso, study, ok, True)
-        ends_in_range.append(float(np.isfinite(end).mean()) if len(end) else 0.0)
-        texts_b1.append(f"{study.model}: {int(agree.sum())} of {counted} measurable samples "
-                        f"(of {len(agree)}) within x{factor:g} at r = {at:g}")
-        texts_b2.append(f"{study.model}: measurable samples whose prediction departs within "
-                        f"r <= {study.radii.max():g}: score model {text_s}; log-odds model "
-                        f"{text_lo}")
-    b1 = Verdict(
+        b2.append(rules.share_outcome(study.model, np.isfinite(end), threshold=0.5,
+                                      classes=iso.classes))
+        texts_b2[study.model] = (f"score model {text_s}; log-odds model {text_lo}")
+    b1_row = _row(
         "B1", "a gradient-based test of isotropy (eq. 3) 'might not be promising' (Sec. 2.1)",
-        "; ".join(texts_b1),
-        f"not supported if for every model most measurable samples' first-order predicted "
-        f"range lies within a factor {factor:g} of the measured one at r = {at:g} (the "
-        "gradient predicts the measured anisotropy), partly if for some models, supported "
-        "if for none",
-        {SUPPORTED: NOT_SUPPORTED, NOT_SUPPORTED: SUPPORTED, PARTLY: PARTLY}[
-            _share_verdict(shares)], names, setting)
-    b2 = Verdict(
+        _texts(b1, lambda o: f"{o.text()} of {o.counted} measurable samples within "
+                             f"x{factor:g} at r = {at:g}"),
+        f"per model pass when most measurable samples' first-order predicted range lies "
+        f"within a factor {factor:g} of the measured one at r = {at:g} (Wilson 95%): the "
+        "gradient then predicts the measured anisotropy; not supported if every model "
+        "passes, partly if some do, supported if none",
+        b1, verdict=combine(b1, invert=True), setting=setting,
+        sensitivity=rules.sensitivity({"factor 1.5": combine(b1_outcomes(1.5), invert=True)}))
+    b2_row = _row(
         "B2", "(beyond the paper) the first-order model of the score breaks down within the "
         "paper's radii",
-        "; ".join(texts_b2),
-        f"supported if for every model most measurable samples' first-order prediction of "
-        f"the score departs by more than a factor {factor:g} at some radius of the grid, "
-        "partly if for some models, not supported if for none",
-        _share_verdict(ends_in_range), names, setting)
-    return [b1, b2]
+        _texts(b2, lambda o: f"{o.text()} of measurable samples depart within "
+                             f"r <= {studies[0].radii.max():g} ({texts_b2[o.model]})"),
+        f"per model pass when most measurable samples' first-order prediction of the score "
+        f"departs by more than a factor {factor:g} at some radius of the grid (Wilson 95%); "
+        "supported if every model passes, partly if some do",
+        b2, verdict=combine(b2), setting=setting)
+    return [b1_row, b2_row]
 
 
-def attack_claims(studies: Sequence, *, factor: float = 2.0) -> list[Verdict]:
+def attack_claims(studies: Sequence, *, factor: float = 2.0,
+                  classes: Mapping[str, int] | None = None) -> list[Verdict]:
     """B3 (the linear law of random against adversarial radii) and B4 (random never closer).
 
     ``studies`` are :class:`localprops.studies.attacks.AttackStudy` results (one
     norm). The measured ratio is the best of ``T`` random directions over the
     adversarial radius; it is compared with what a linear classifier gives for
-    the same sampler, norm and ``T`` (:func:`localprops.studies.attacks.linear_ratio`,
-    from each sample's gradient). Samples with no random misclassification up
-    to the cap count with their lower bound; samples with no adversarial
-    point found are left out and counted.
+    the same sampler, norm and ``T`` (``AttackStudy.linear_ratio``, from each
+    sample's gradient): B3 passes a model when the median over samples of
+    log(measured / linear) has its bootstrap interval inside ±log(factor).
+    Samples with no random misclassification up to the cap count with their
+    lower bound; samples with no adversarial point found are left out.
     """
     from localprops.studies.attacks import linear_ratio
-    from localprops.studies.firstorder import within_factor
 
     if not studies:
         return []
     norm = studies[0].norm
-    names = ", ".join(s.model for s in studies)
-    texts, within, above, below_texts = [], [], [], []
+    classes = classes or {}
+    b3, b4, notes = [], [], {}
     for study in studies:
         ratio = study.ratio
         found = np.isfinite(ratio)
-        measured = float(np.median(ratio[found])) if found.any() else float("nan")
-        best = float(np.median(study.linear_ratio))
+        log_gap = np.where(found, np.log(np.where(found, ratio, 1.0) / study.linear_ratio),
+                           np.nan)
+        b3.append(rules.band_outcome(study.model, log_gap, low=-np.log(factor),
+                                     high=np.log(factor), classes=classes.get(study.model)))
+        below = found & (ratio < 1)
+        out = rules.share_outcome(study.model, found & ~below, below, threshold=1.0,
+                                  classes=classes.get(study.model))
+        out.outcome = rules.PASS if out.counted and not below.any() else (
+            rules.FAIL if below.any() else rules.UNDECIDED)
+        out.note = "" if out.counted else "no adversarial point found"
+        b4.append(out)
         typical = float(np.median(linear_ratio(norm, study.dimension, study.l1_over_l2)))
         censored = int(study.random_censored.sum())
-        within.append(float(found.any() and within_factor(measured, best, factor)))
-        above.append(float(np.all(ratio[found] >= 1)))
-        texts.append(f"{study.model}: median ratio {measured:.3g}"
-                     + (f" ({censored} lower bounds)" if censored else "")
-                     + (f" ({int((~found).sum())} without an adversarial point)"
-                        if not found.all() else "")
-                     + f"; linear classifier: {best:.3g} for the best of {study.T} "
-                     f"directions, {typical:.3g} for a typical one")
-        below_texts.append(f"{study.model}: {int((ratio[found] < 1).sum())} of "
-                           f"{int(found.sum())} samples below 1")
-    b3 = Verdict(
+        notes[study.model] = (
+            f"median ratio {np.median(ratio[found]) if found.any() else np.nan:.3g}"
+            + (f" ({censored} lower bounds)" if censored else "")
+            + (f" ({int((~found).sum())} without an adversarial point)" if not found.all()
+               else "")
+            + f"; linear classifier: {np.median(study.linear_ratio):.3g} for the best of "
+            f"{study.T} directions, {typical:.3g} for a typical one")
+    b3_row = _row(
         "B3", "(Fawzi et al. 2015, 2016) as for a linear classifier, random noise needs about "
         "sqrt(D) times the adversarial L2 radius to misclassify (here: the best of T "
         "directions of eq. 4, in both readings)",
-        "; ".join(texts),
-        f"supported if every model's median ratio of the smallest misclassifying radius, "
-        f"best of T random directions over adversarial (DeepFool or PGD), lies within a "
-        f"factor {factor:g} of the linear classifier's value for the same sampler, norm and "
-        "T, partly if for some models, not supported if for none",
-        _share_verdict(within, high=1.0), names, f"{norm} radius")
-    b4 = Verdict(
+        _texts(b3, lambda o: f"{notes[o.model]}; median log(measured / linear) "
+                             f"{o.text('.2f')}"),
+        f"per model pass when the median over samples of log(ratio / linear classifier's "
+        f"ratio) has its bootstrap 95% interval inside +-log {factor:g}, fail when entirely "
+        "outside; supported if every model passes, partly if some do",
+        b3, verdict=combine(b3), setting=f"{norm} radius",
+        sensitivity=rules.sensitivity({"factor 3": combine([rules.band_outcome(
+            o.model, np.where(np.isfinite(s.ratio), np.log(np.where(
+                np.isfinite(s.ratio), s.ratio, 1.0) / s.linear_ratio), np.nan),
+            low=-np.log(3.0), high=np.log(3.0)) for o, s in zip(b3, studies)])}))
+    b4_row = _row(
         "B4", "(beyond the paper) no random direction misclassifies at a smaller radius "
         "than the adversarial one",
-        "; ".join(below_texts),
-        "supported if the ratio is at least 1 for every sample of every model, partly if "
-        "for some models, not supported if for none",
-        _share_verdict(above, high=1.0), names, f"{norm} radius")
-    return [b3, b4]
+        _texts(b4, lambda o: f"{o.counted - round(o.estimate * o.counted) if o.counted else 0}"
+                             f" of {o.counted} samples below 1; share at or above 1 "
+                             f"{o.text()}"),
+        "a universal statement: a model passes when no sample has a ratio below 1 (one "
+        "counterexample fails it); supported if every model passes, partly if some do",
+        b4, verdict=combine(b4), setting=f"{norm} radius")
+    return [b3_row, b4_row]

@@ -62,8 +62,8 @@ class Outcome:
     def as_dict(self) -> dict:
         """The JSON form the scorecard stores for a model."""
         return {"samples": int(self.samples), "classes": self.classes,
-                "estimate": _number(self.estimate),
-                "interval": [_number(self.interval[0]), _number(self.interval[1])],
+                "estimate": finite_or_none(self.estimate),
+                "interval": [finite_or_none(self.interval[0]), finite_or_none(self.interval[1])],
                 "outcome": self.outcome, "counted": int(self.counted)}
 
     def text(self, fmt: str = ".0%") -> str:
@@ -74,7 +74,8 @@ class Outcome:
         return f"{self.estimate:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
 
 
-def _number(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
+    """``float(value)``, or None where it is NaN or infinite (JSON has no NaN)."""
     value = float(value)
     return value if np.isfinite(value) else None
 
@@ -221,3 +222,35 @@ def deciding(outcomes: Sequence[Outcome]) -> Outcome | None:
     """The outcome closest to (or furthest across) its threshold: the row's headline estimate."""
     finite = [o for o in outcomes if np.isfinite(o.estimate)]
     return min(finite, key=lambda o: o.margin) if finite else None
+
+
+def band_outcome(model: str, values: ArrayLike, *, low: float, high: float,
+                 classes: int | None = None, min_count: int = MIN_COUNT,
+                 seed: int = 0) -> Outcome:
+    """A median with a bootstrap interval against a band ``[low, high]``.
+
+    PASS when the whole interval lies inside the band, FAIL when it lies
+    entirely outside (above ``high`` or below ``low``), UNDECIDED otherwise.
+    ``threshold`` records the band's upper end.
+    """
+    out = median_outcome(model, values, threshold=high, above=False, classes=classes,
+                         min_count=min_count, seed=seed)
+    if out.counted < min_count:
+        return out
+    lo, hi = out.interval
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        result = UNDECIDED
+    elif low <= lo and hi <= high:
+        result = PASS
+    elif lo > high or hi < low:
+        result = FAIL
+    else:
+        result = UNDECIDED
+    out.outcome = result
+    out.note = "interval straddles the band's edge" if result == UNDECIDED else ""
+    return out
+
+
+def sensitivity(alternatives: dict[str, str]) -> str:
+    """``"label: verdict; label: verdict"`` for the scorecard's sensitivity column."""
+    return "; ".join(f"{label}: {verdict}" for label, verdict in alternatives.items())

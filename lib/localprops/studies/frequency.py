@@ -254,6 +254,19 @@ def spread(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return median, q1, q3
 
 
+def correlation_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``1 - cos(a, b)`` over the last axis (broadcast): 0 same direction, 1 orthogonal, 2 opposite.
+
+    NaN where either vector is zero.
+
+    >>> correlation_distance(torch.tensor([1.0, 0.0]), torch.tensor([[2.0, 0.0], [0.0, 1.0],
+    ...                                                              [-1.0, 0.0]]))
+    tensor([0., 1., 2.])
+    """
+    a, b = torch.broadcast_tensors(a, b)
+    return 1.0 - (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
+
+
 class _Stop(Exception):
     """Raised by the last hook: the rest of the network is not needed."""
 
@@ -410,10 +423,9 @@ def frequency_study(model, samples, radii: list[float], *, T: int = 8, norm: str
                     delta = value - ref
                     length = delta.norm(dim=-1)
                     gap = (value[:, 1:] - value[:, :1]).norm(dim=-1)
-                    cos = (delta[:, 1:] * delta[:, :1]).sum(-1) / (length[:, 1:] * length[:, :1])
                     out["absolute " + key] = gap
                     out["relative " + key] = gap / length[:, :1]
-                    out["distance " + key] = 1.0 - cos
+                    out["distance " + key] = correlation_distance(delta[:, :1], delta[:, 1:])
                 return {key: value.cpu() for key, value in out.items()}
 
             bar = progress_bar(total=S * R, enabled=progress, desc=f"{name or 'model'} layers",

@@ -212,16 +212,21 @@ def top_singular(feature_fn: FeatureFn, x: torch.Tensor, *, scale=None, input_sc
     ``converged`` is True) when both
 
     - the relative change ``|sigma_k - sigma_{k-1}| <= tol * sigma_k``, and
-    - the sine of the angle between ``v_k`` and ``v_{k+1}`` is ``<= sqrt(tol)``.
+    - the sine of the angle between ``v_k`` and ``v_{k+1}`` is ``<= tol``.
 
-    The estimate's error is quadratic in the direction's error, hence the
-    square root: both conditions then ask for about ``tol`` relative in
-    ``sigma``. When the two top singular values are close the iteration is
-    slow (the error shrinks by ``(sigma_2 / sigma_1)^2`` per iteration for the
-    direction), and the error left can exceed ``tol`` by a factor
-    ``1 / (1 - (sigma_2 / sigma_1)^2)``; ``converged`` False says the rule did
-    not hold within ``iterations``. A Jacobian that is exactly zero stops at
-    once with ``sigma = 0``.
+    The sine is the relative residual ``||A v - (v'Av) v|| / ||A v||`` of
+    ``A = J^T J``, and it is asked to be as small as ``tol`` itself (not its
+    square root) because of close singular values: when ``v`` still mixes the
+    top two singular directions, the change of ``sigma`` and the sine both
+    become small long before ``sigma`` is right (with ``sigma_2 / sigma_1 =
+    0.999`` a rule ``sine <= sqrt(tol)`` stopped 6e-5 below ``sigma`` for
+    ``tol = 1e-6``). With ``sine <= tol`` the error left is below about
+    ``min(gap, sine^2 / gap)``, i.e. about ``tol`` relative whatever the gap
+    between the top two values. ``converged`` False says the rule did not hold
+    within ``iterations`` (the error then shrinks only by ``(sigma_2 /
+    sigma_1)^2`` per iteration). In float32 the sine cannot fall much below
+    1e-7 times the square root of the input size: use float64. A Jacobian
+    that is exactly zero stops at once with ``sigma = 0``.
 
     Parameters
     ----------
@@ -255,9 +260,10 @@ def top_singular(feature_fn: FeatureFn, x: torch.Tensor, *, scale=None, input_sc
     converged = False
     for _ in range(iterations):
         _, u = torch.func.jvp(single, (zero,), (v,))
+        u = u.detach()
         sigma = float(torch.linalg.vector_norm(u))
         history.append(sigma)
-        (w,) = vjp_fn(u)
+        w = vjp_fn(u)[0].detach()
         w_norm = torch.linalg.vector_norm(w)
         if sigma == 0 or w_norm == 0:
             converged = True
@@ -274,9 +280,10 @@ def top_singular(feature_fn: FeatureFn, x: torch.Tensor, *, scale=None, input_sc
 def _settled(history: list[float], v: torch.Tensor, v_next: torch.Tensor, tol: float) -> bool:
     """The stopping rule of :func:`top_singular`."""
     change = abs(history[-1] - history[-2]) <= tol * history[-1]
-    cos = float(torch.sum(v * v_next).clamp(-1, 1))
-    sine = math.sqrt(max(0.0, 1.0 - cos * cos))
-    return change and sine <= math.sqrt(tol)
+    # the sine as the norm of v_next's part orthogonal to v: exact near 0,
+    # where sqrt(1 - cos^2) would lose half the digits
+    sine = float(torch.linalg.vector_norm(v_next - torch.sum(v * v_next) * v))
+    return change and sine <= tol
 
 
 def feature_jacobian_norm(spec_or_model: ModelSpec | nn.Module, x: torch.Tensor,
