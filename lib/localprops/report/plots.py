@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 
-from localprops.studies.scores import ScoreStudy
+from localprops.core.stats import sigmoid
+from localprops.studies.scores import NoiseFloor, ScoreStudy
 
 _RANGE_FLOOR = 1e-12     # log axes cannot show a range of exactly zero
 
@@ -33,16 +34,21 @@ def _panel_grid(n: int, columns: int, width: float, height: float, sharey: bool 
 
 
 def score_range_panels(studies: Sequence[ScoreStudy], *,
-                       noise_floors: Mapping[str, float] | None = None,
+                       noise_floors: Mapping[str, NoiseFloor] | None = None,
+                       quantity: str = "probability",
                        title: str | None = None, columns: int = 3,
                        jitter: float = 0.18, seed: int = 0) -> plt.Figure:
     """The paper's Fig. 1 / Fig. 3 form: one panel per model.
 
     x: radius (as categories, since the paper's eps is far from 1..20); y: the
-    score range max - min over the ``T`` perturbations, log scale, one marker
-    per sample and radius; colour: the mean score; a square where at least one
-    perturbed image was misclassified, a circle otherwise. A dashed line marks
-    each model's float32 noise floor when given.
+    range max - min over the ``T`` perturbations of the true-class probability
+    or log-odds (``quantity``), log scale, one marker per sample and radius;
+    colour: ``log10(1 - s)`` of the mean true-class probability (computed
+    from the log-odds, so it stays finite where ``s`` rounds to 1): how far
+    from saturation each sample sits, since a probability range scales with
+    ``s (1 - s)``; a square where at least one perturbed image was
+    misclassified, a circle otherwise. Short dashes mark every sample's own
+    noise floor at each radius (float64 radii have float64's lower floor).
     """
     if not studies:
         raise ValueError("no study results to draw")
@@ -50,18 +56,22 @@ def score_range_panels(studies: Sequence[ScoreStudy], *,
     rng = np.random.default_rng(seed)
     scatter = None
     for ax, study in zip(axes.flat, studies):
-        stats = study.statistics
+        stats = study.statistics_of(quantity)
         n_samples, n_radii = stats.range.shape
         xs = np.arange(n_radii)[None, :] + rng.uniform(-jitter, jitter, (n_samples, n_radii))
         ranges = np.maximum(stats.range, _RANGE_FLOOR)
-        for marker, mask in (("o", ~stats.any_misclassified), ("s", stats.any_misclassified)):
+        colour = (np.log10(np.maximum(sigmoid(-study.log_odds.mean(axis=-1)), 1e-300))
+                  if study.log_odds is not None else study.statistics.mean)
+        wrong = study.statistics.any_misclassified
+        for marker, mask in (("o", ~wrong), ("s", wrong)):
             if mask.any():
-                scatter = ax.scatter(xs[mask], ranges[mask], c=stats.mean[mask], cmap="viridis",
-                                     vmin=0, vmax=1, marker=marker, s=16, linewidths=0.3,
-                                     edgecolors="k")
+                scatter = ax.scatter(xs[mask], ranges[mask], c=colour[mask], cmap="viridis_r",
+                                     vmin=-12, vmax=0, marker=marker, s=16, linewidths=0.3,
+                                     edgecolors="k", zorder=3)
         if noise_floors and study.model in noise_floors:
-            ax.axhline(max(noise_floors[study.model], _RANGE_FLOOR), ls="--", c="crimson",
-                       lw=1)
+            floor = np.maximum(study.range_floors(noise_floors[study.model], quantity),
+                               _RANGE_FLOOR)
+            ax.scatter(xs, floor, marker="_", c="crimson", s=14, linewidths=0.8, zorder=2)
         ax.set_yscale("log")
         if (stats.range < _RANGE_FLOOR).any():
             ax.text(0.01, 0.01, f"ranges below {_RANGE_FLOOR:g} (or exactly 0) drawn at "
@@ -71,28 +81,33 @@ def score_range_panels(studies: Sequence[ScoreStudy], *,
         ax.set_title(f"{study.model} ({study.kind}, {study.norm}, S={n_samples})", fontsize=9)
         ax.set_xlabel(f"radius r ({study.norm}, pixel units 0-255)")
     for ax in axes[:, 0]:
-        ax.set_ylabel("score range max - min")
+        ax.set_ylabel(f"{_QUANTITY_LABEL[quantity]} range max - min")
     if scatter is not None:
-        fig.colorbar(scatter, ax=axes, shrink=0.8, label="mean true-class score")
+        fig.colorbar(scatter, ax=axes, shrink=0.8,
+                     label="log10(1 - mean true-class probability)")
     handles = [Line2D([], [], marker="o", ls="", c="grey", label="all T correct"),
                Line2D([], [], marker="s", ls="", c="grey", label="some misclassified")]
     if noise_floors:
-        handles.append(Line2D([], [], ls="--", c="crimson", label="float32 noise floor"))
+        handles.append(Line2D([], [], marker="_", ls="", c="crimson",
+                              label="the sample's noise floor"))
     axes.flat[0].legend(handles=handles, fontsize=7, loc="lower right")
     if title:
         fig.suptitle(title)
     return fig
 
 
+_QUANTITY_LABEL = {"probability": "score", "log_odds": "log-odds"}
+
+
 def score_range_summary(studies: Sequence[ScoreStudy], *, ax: plt.Axes | None = None,
-                        label_kind: bool = False) -> plt.Axes:
-    """Median and interquartile band of the score range per radius, per model."""
+                        label_kind: bool = False, quantity: str = "probability") -> plt.Axes:
+    """Median and interquartile band of the score (or log-odds) range per radius, per model."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
     names = list(dict.fromkeys(study.model for study in studies))
     colors = {name: f"C{i % 10}" for i, name in enumerate(names)}
     for study in studies:
-        ranges = np.maximum(study.statistics.range, _RANGE_FLOOR)
+        ranges = np.maximum(study.statistics_of(quantity).range, _RANGE_FLOOR)
         q25, q50, q75 = np.quantile(ranges, [0.25, 0.5, 0.75], axis=0)
         x = np.arange(len(study.radii))
         label = f"{study.model} ({study.kind})" if label_kind else study.model
@@ -103,7 +118,7 @@ def score_range_summary(studies: Sequence[ScoreStudy], *, ax: plt.Axes | None = 
     ax.set_xticks(np.arange(len(studies[0].radii)), _radius_labels(studies[0].radii),
                   rotation=90, fontsize=7)
     ax.set_xlabel(f"radius r ({studies[0].norm})")
-    ax.set_ylabel("score range (median, IQR band)")
+    ax.set_ylabel(f"{_QUANTITY_LABEL[quantity]} range (median, IQR band)")
     ax.legend(fontsize=7)
     return ax
 

@@ -105,3 +105,33 @@ def load_verdicts(profile: str, root: str | None = None) -> list[dict]:
         for verdict in record["verdicts"]:
             rows.append({"chapter": record["chapter"], "code": record["code"], **verdict})
     return rows
+
+
+def _reading(setting: str) -> str:
+    """The first two parts of a setting (norm and scale; quantity): what a row's reading is."""
+    return ", ".join(part.strip() for part in setting.split(";")[:2]) or "as measured"
+
+
+def summary_prose(verdicts: Sequence[Verdict]) -> str:
+    """Markdown prose written from verdict rows: each claim's verdicts, then disagreements.
+
+    Chapters display this instead of typing conclusions by hand, so their
+    prose cannot contradict their tables.
+    """
+    claims: dict[str, list[Verdict]] = {}
+    for v in verdicts:
+        claims.setdefault(v.claim, []).append(v)
+    lines = ["**In this run:**", ""]
+    for claim, rows in claims.items():
+        lines.append(f"- **{claim}** ({rows[0].paper}): " + "; ".join(
+            f"*{v.verdict}* ({_reading(v.setting)})" for v in rows))
+    against = [v for v in verdicts if v.verdict == NOT_SUPPORTED]
+    undecided = [v for v in verdicts if v.verdict == INCONCLUSIVE]
+    lines.append("")
+    lines.append("Where our data disagree with the paper: " + (
+        "; ".join(f"{v.claim} ({_reading(v.setting)})" for v in against) + "."
+        if against else "nowhere in these rows.") + "\n")
+    if undecided:
+        lines.append("Where they cannot decide: " + "; ".join(
+            f"{v.claim} ({_reading(v.setting)})" for v in undecided) + ".")
+    return "\n".join(lines)

@@ -7,6 +7,13 @@ the first layer answers differently. These functions measure each step on a
 real model: the spectra, the first convolution's response to both
 perturbations, and the response after the first non-linearity and pooling,
 as the radius grows.
+
+:func:`response_gap` does it for one image; :func:`frequency_study` for many
+samples at once (batched over samples, radii and permutations, stopping the
+forward pass after the last layer it needs), and adds what row F3 of the
+chapter needs: the correlation distance ``1 - cos(delta_1, delta_t)`` between
+the changes of a layer's output, and how often activation signs and
+max-pooling winners change.
 """
 from __future__ import annotations
 
