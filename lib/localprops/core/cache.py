@@ -179,3 +179,17 @@ class ResultCache:
         arrays = {k: np.asarray(v) for k, v in compute().items()}
         self.save(manifest, arrays)
         return arrays
+
+
+def package_code_version() -> str:
+    """A short hash of every module of the package (docstrings excluded).
+
+    Unlike :func:`code_version`, which keys cached results by the code that
+    computes them, this covers the report layer too: a verdict depends on its
+    rule as much as on its measurement.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
+        digest.update(_code_digest(path))
+    return digest.hexdigest()[:12]

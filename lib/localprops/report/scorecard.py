@@ -57,40 +57,74 @@ class Verdict:
         return asdict(self)
 
 
-def as_table(verdicts: Sequence[Verdict], columns: Sequence[str] = ("claim", "paper",
+def as_table(verdicts: Sequence[Verdict | dict], columns: Sequence[str] = ("claim", "paper",
              "measured", "verdict")) -> str:
-    """A Markdown table of verdicts (for ``IPython.display.Markdown``)."""
+    """A Markdown table of verdicts or of plain dict rows (for ``IPython.display.Markdown``)."""
+    def cell(item, column: str) -> str:
+        value = item.get(column, "") if isinstance(item, dict) else getattr(item, column)
+        return str(value).replace("|", "/").replace("\n", " ")
+
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    rows = ["| " + " | ".join(str(getattr(v, c)).replace("|", "/") for c in columns) + " |"
-            for v in verdicts]
+    rows = ["| " + " | ".join(cell(v, c) for c in columns) + " |" for v in verdicts]
     return head + "\n".join(rows)
+
+
+def build_id(chapter: str, profile: str) -> str:
+    """The id of the build a chapter's verdicts come from: what they depend on, hashed.
+
+    It covers the package's code (:func:`localprops.core.cache.package_code_version`),
+    the profile's name and, in a source checkout, the profile file and the
+    chapter notebook's code cells (without its parameters cell). A saved row
+    whose id differs from the one computed now is stale: the code, the
+    notebook or the profile changed since it was written.
+    """
+    import hashlib
+    import json
+
+    from localprops.core.cache import checkout_root, package_code_version
+
+    digest = hashlib.sha256(f"{package_code_version()}:{profile}".encode())
+    root = checkout_root()
+    if root is not None:
+        profile_file = root / "profiles" / f"{profile}.yml"
+        if profile_file.is_file():
+            digest.update(profile_file.read_bytes())
+        notebook = root / "notebooks" / f"{chapter}.ipynb"
+        if notebook.is_file():
+            cells = json.loads(notebook.read_text("utf-8"))["cells"]
+            for cell in cells:
+                if (cell["cell_type"] == "code"
+                        and "parameters" not in cell.get("metadata", {}).get("tags", [])):
+                    digest.update("".join(cell["source"]).encode())
+    return digest.hexdigest()[:12]
 
 
 def save_verdicts(verdicts: Sequence[Verdict], chapter: str, profile: str,
                   root: str | None = None) -> str:
     """Write a chapter's verdicts as JSON for the scorecard; returns the path.
 
-    Stored under ``<cache>/verdicts/<profile>/<chapter>.json`` with the code
-    version, so the scorecard can show where each row comes from.
+    Stored under ``<cache>/verdicts/<profile>/<chapter>.json`` with the
+    chapter's :func:`build_id`, so the scorecard shows only rows of the
+    current build.
     """
     import json
     import os
 
-    from localprops.core.cache import cache_dir, code_version
+    from localprops.core.cache import cache_dir
 
     folder = os.path.join(root or cache_dir(), "verdicts", profile)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{chapter}.json")
     tmp = path + ".tmp"
     with open(tmp, "w") as file:
-        json.dump({"chapter": chapter, "profile": profile, "code": code_version(),
+        json.dump({"chapter": chapter, "profile": profile, "build": build_id(chapter, profile),
                    "verdicts": [v.as_dict() for v in verdicts]}, file, indent=1)
     os.replace(tmp, path)
     return path
 
 
 def load_verdicts(profile: str, root: str | None = None) -> list[dict]:
-    """All saved verdict rows of a profile, each with its chapter and code version."""
+    """All saved verdict rows of a profile, each with its chapter and build id."""
     import glob
     import json
     import os
@@ -103,8 +137,45 @@ def load_verdicts(profile: str, root: str | None = None) -> list[dict]:
         with open(path) as file:
             record = json.load(file)
         for verdict in record["verdicts"]:
-            rows.append({"chapter": record["chapter"], "code": record["code"], **verdict})
+            rows.append({"chapter": record["chapter"], "build": record.get("build"),
+                         **verdict})
     return rows
+
+
+def split_current(rows: Sequence[dict], profile: str) -> tuple[list[dict], list[dict]]:
+    """(rows of the current build, stale rows): compares each row's build id with now's."""
+    current_ids: dict[str, str] = {}
+    current, stale = [], []
+    for row in rows:
+        chapter = row["chapter"]
+        if chapter not in current_ids:
+            current_ids[chapter] = build_id(chapter, profile)
+        (current if row.get("build") == current_ids[chapter] else stale).append(row)
+    return current, stale
+
+
+#: the fields of a row in ``scorecard.json``
+JSON_FIELDS = ("claim", "setting", "verdict", "rule", "models", "estimate", "interval",
+               "sensitivity", "paper", "measured", "chapter", "build")
+
+
+def write_json(rows: Sequence[dict], path: str) -> str:
+    """Write the machine-readable scorecard: a list of rows with :data:`JSON_FIELDS`."""
+    import json
+    import os
+
+    records = [{key: row.get(key) for key in JSON_FIELDS} for row in rows]
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as file:
+        json.dump(records, file, indent=1)
+        file.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def tally(rows: Sequence[dict]) -> dict[str, int]:
+    """How many rows have each verdict; inconclusive and logical rows are counted apart."""
+    return {verdict: sum(row["verdict"] == verdict for row in rows) for verdict in VERDICTS}
 
 
 def _reading(setting: str) -> str:

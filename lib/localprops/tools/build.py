@@ -535,6 +535,28 @@ def render_html(plan: BuildPlan, fresh: bool = False) -> float:
     return seconds
 
 
+def write_scorecard(plan: BuildPlan) -> str | None:
+    """Write ``<source>/book/scorecard.json`` from the current build's verdict rows.
+
+    Rows of an older build (other code, notebook or profile) are left out
+    with a warning; nothing is written when there are no current rows.
+    """
+    from localprops.report import scorecard
+
+    current, stale = scorecard.split_current(scorecard.load_verdicts(plan.profile.name),
+                                             plan.profile.name)
+    if stale:
+        log.warning("scorecard: %d stale verdict rows left out (chapters %s): rerun them",
+                    len(stale), ", ".join(sorted({row["chapter"] for row in stale})))
+    if not current:
+        return None
+    path = plan.source_dir / BOOK_DIR / "scorecard.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scorecard.write_json(current, str(path))
+    log.info("scorecard: %d rows -> %s", len(current), path)
+    return str(path.relative_to(plan.source_dir))
+
+
 def publish(plan: BuildPlan, report: dict[str, Any]) -> None:
     """Stamp the rendered site and copy it to ``--html-dir`` if elsewhere."""
     outdir = plan.sphinx_html_dir
@@ -593,6 +615,7 @@ def build(plan: BuildPlan, execute: bool = True, html: bool = True,
         if failures:
             raise BuildError(f"{len(failures)} notebook(s) failed; no HTML "
                              "was built:\n  " + "\n  ".join(failures))
+        report["scorecard"] = write_scorecard(plan)
     check_toc(plan)
     if html:
         report["render_seconds"] = round(render_html(plan, fresh), 1)
