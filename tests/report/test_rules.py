@@ -47,9 +47,6 @@ def test_wilson_interval_edge_cases():
         wilson_interval(5, 4)
 
 
-@pytest.mark.xfail(strict=True, reason="wilson_interval computes centre -+ half in floating "
-                   "point: 30/30 gives an upper end of 0.9999999999999999, 0/3 a lower end "
-                   "of 5.6e-17, so the interval misses its own estimate")
 @pytest.mark.parametrize("k, n", [(30, 30), (0, 3)])
 def test_wilson_interval_contains_an_extreme_share_exactly(k, n):
     lo, hi = wilson_interval(k, n)
@@ -205,3 +202,12 @@ def test_deciding_is_the_model_closest_to_its_threshold():
     assert rules.deciding([far, near, below, missing]).model == "near"
     assert rules.deciding([far, below]).model == "below"
     assert rules.deciding([missing]) is None
+
+
+def test_one_image_cannot_pass_a_pooled_share_or_a_median():
+    """Items of one sample are not independent: the minimum counts samples, not items."""
+    one = rules.pooled_outcome("m", np.ones((1, 12), bool), threshold=0.5)
+    assert one.outcome == rules.UNDECIDED and "samples with a measurable item" in one.note
+    many = rules.pooled_outcome("m", np.ones((12, 3), bool), threshold=0.5)
+    assert many.outcome == rules.PASS
+    assert rules.median_outcome("m", np.zeros((1, 20)), threshold=1.0).outcome == rules.UNDECIDED

@@ -393,19 +393,23 @@ def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None, *,
             f"{reading} normalisation": combine(_contracting_outcomes(studies, reading,
                                                                       classes))
             for reading in ("raw", "zscore") if reading in studies[0].output_distance}))]
-    if worst_minmax:
-        worst = [rules.share_outcome(s.model, np.asarray(worst_minmax[s.model]) < 1,
-                                     threshold=0.5, classes=(classes or {}).get(s.model))
-                 for s in studies if s.model in worst_minmax]
-        rows.append(_row(
-            "C9", "ConvNets are locally contracting (reading: eq. 9's bound over all "
-            "directions, the worst case)",
-            _texts(worst, lambda o: f"{o.text()} of samples whose largest local gain "
-                                    "(top singular value of the normalised Jacobian) is "
-                                    "below 1"),
-            "per model pass when more than half of the samples have a worst-case gain "
-            "below 1 (Wilson 95%); supported if every model passes",
-            worst, verdict=combine(worst), setting=setting + "; worst case at r -> 0"))
+    worst_minmax = worst_minmax or {}
+    worst = [rules.share_outcome(s.model, np.asarray(worst_minmax[s.model]) < 1,
+                                 threshold=0.5, classes=(classes or {}).get(s.model))
+             if s.model in worst_minmax else
+             Outcome(s.model, float("nan"), (float("nan"), float("nan")), 0.5, True,
+                     rules.UNDECIDED, 0, len(s.ids), (classes or {}).get(s.model),
+                     "worst-case gain not computed")
+             for s in studies]
+    rows.append(_row(
+        "C9", "ConvNets are locally contracting (reading: eq. 9's bound over all "
+        "directions, the worst case)",
+        _texts(worst, lambda o: f"{o.text()} of samples whose largest local gain "
+                                "(top singular value of the normalised Jacobian) is "
+                                "below 1"),
+        "per model pass when more than half of the samples have a worst-case gain "
+        "below 1 (Wilson 95%); supported if every model passes",
+        worst, verdict=combine(worst), setting=setting + "; worst case at r -> 0"))
     bounds = bounds or {}
     c10 = []
     for s in studies:
@@ -704,9 +708,11 @@ def attack_claims(studies: Sequence, *, factor: float = 2.0,
         below = found & (ratio < 1)
         out = rules.share_outcome(study.model, found & ~below, below, threshold=1.0,
                                   classes=classes.get(study.model))
-        out.outcome = rules.PASS if out.counted and not below.any() else (
-            rules.FAIL if below.any() else rules.UNDECIDED)
-        out.note = "" if out.counted else "no adversarial point found"
+        out.outcome = (rules.FAIL if below.any() else rules.PASS
+                       if out.counted >= rules.MIN_COUNT else rules.UNDECIDED)
+        out.note = ("" if out.outcome != rules.UNDECIDED else
+                    f"only {out.counted} samples with an adversarial point (need "
+                    f"{rules.MIN_COUNT})")
         b4.append(out)
         typical = float(np.median(linear_ratio(norm, study.dimension, study.l1_over_l2)))
         censored = int(study.random_censored.sum())
@@ -737,7 +743,8 @@ def attack_claims(studies: Sequence, *, factor: float = 2.0,
         _texts(b4, lambda o: f"{o.counted - round(o.estimate * o.counted) if o.counted else 0}"
                              f" of {o.counted} samples below 1; share at or above 1 "
                              f"{o.text()}"),
-        "a universal statement: a model passes when no sample has a ratio below 1 (one "
-        "counterexample fails it); supported if every model passes, partly if some do",
+        "a universal statement: a model passes when none of at least 10 samples has a ratio "
+        "below 1 (one counterexample fails it); supported if every model passes, partly if "
+        "some do",
         b4, verdict=combine(b4), setting=f"{norm} radius")
     return [b3_row, b4_row]

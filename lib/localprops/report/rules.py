@@ -34,7 +34,9 @@ from localprops.report.scorecard import INCONCLUSIVE, NOT_SUPPORTED, PARTLY, SUP
 
 PASS, FAIL, UNDECIDED = "pass", "fail", "undecided"
 
-#: fewest measurable units (samples or pairs) a per-model estimate needs
+#: fewest independent measurable units a per-model estimate needs: samples for a
+#: share of samples; samples with at least one counted item for pooled shares
+#: and medians (items of one sample are not independent)
 MIN_COUNT = 10
 
 
@@ -101,10 +103,13 @@ def decide(estimate: float, interval: tuple[float, float], threshold: float, *,
 
 
 def _outcome(model, estimate, interval, threshold, above, counted, samples, classes,
-             min_count) -> Outcome:
-    if counted < min_count:
+             min_count, units: int | None = None) -> Outcome:
+    """``units`` are the independent units behind ``counted`` (samples with a counted item)."""
+    units = counted if units is None else units
+    if units < min_count:
+        what = "measurable" if units == counted else "samples with a measurable item"
         return Outcome(model, estimate, interval, threshold, above, UNDECIDED, counted, samples,
-                       classes, f"only {counted} measurable (need {min_count})")
+                       classes, f"only {units} {what} (need {min_count})")
     result = decide(estimate, interval, threshold, above=above)
     note = "interval straddles the threshold" if result == UNDECIDED else ""
     return Outcome(model, estimate, interval, threshold, above, result, counted, samples,
@@ -146,10 +151,11 @@ def pooled_outcome(model: str, hits: ArrayLike, counted: ArrayLike | None = None
         raise ValueError("hits and counted must be arrays of one shape (S, ...)")
     rows = np.stack([hits, counted], axis=-1).reshape(len(hits), -1, 2).astype(float)
     estimate = pooled_share(hits, counted)
-    interval = bootstrap_interval(
-        rows, lambda r: pooled_share(r[..., 0] > 0, r[..., 1] > 0), seed=seed)
+    units = int(counted.reshape(len(hits), -1).any(axis=1).sum())
+    interval = (bootstrap_interval(rows, lambda r: pooled_share(r[..., 0] > 0, r[..., 1] > 0),
+                                   seed=seed) if units else (float("nan"), float("nan")))
     return _outcome(model, estimate, interval, threshold, above, int(counted.sum()),
-                    len(hits), classes, min_count)
+                    len(hits), classes, min_count, units)
 
 
 def median_outcome(model: str, values: ArrayLike, *, threshold: float, above: bool = True,
@@ -160,13 +166,14 @@ def median_outcome(model: str, values: ArrayLike, *, threshold: float, above: bo
     if values.ndim < 1:
         raise ValueError("values must be an array (S, ...)")
     counted = int(np.isfinite(values).sum())
+    units = int(np.isfinite(values.reshape(len(values), -1)).any(axis=1).sum())
     estimate = float(np.nanmedian(values)) if counted else float("nan")
     interval = (bootstrap_interval(values.reshape(len(values), -1),
                                    lambda v: np.nanmedian(v) if np.isfinite(v).any()
                                    else np.nan, seed=seed)
                 if counted else (float("nan"), float("nan")))
     return _outcome(model, estimate, interval, threshold, above, counted, len(values),
-                    classes, min_count)
+                    classes, min_count, units)
 
 
 # ------------------------------------------------------------ across models
@@ -235,7 +242,7 @@ def band_outcome(model: str, values: ArrayLike, *, low: float, high: float,
     """
     out = median_outcome(model, values, threshold=high, above=False, classes=classes,
                          min_count=min_count, seed=seed)
-    if out.counted < min_count:
+    if out.outcome == UNDECIDED and out.note.startswith("only"):
         return out
     lo, hi = out.interval
     if not (np.isfinite(lo) and np.isfinite(hi)):
