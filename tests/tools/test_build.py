@@ -427,3 +427,77 @@ def test_ci_build_executes_with_ci_parameters(ci_build):
 @pytest.mark.slow
 def test_ci_build_leaves_book_alone(ci_build):
     assert ci_build.after == ci_build.before
+
+
+# ----------------------------------------------------------------- scorecard
+
+
+@pytest.fixture
+def verdict_store(tmp_path, monkeypatch, mini_repo):
+    """The verdict cache under tmp_path; build ids hash mini_repo's notebooks and profiles."""
+    from localprops.core import cache
+
+    store = tmp_path / "cache"
+    monkeypatch.setenv(cache.CACHE_ENV, str(store))
+    monkeypatch.setattr(cache, "package_code_version", lambda: "code-v1")
+    monkeypatch.setattr(cache, "checkout_root", lambda: mini_repo)
+    return store
+
+
+def scorecard_rows(*claims: str) -> list:
+    from localprops.report.scorecard import Verdict
+
+    return [Verdict(claim=claim, paper="p", measured="m", rule="r", verdict="supported",
+                    models={"a": {"samples": 30, "classes": 3}}, estimate=0.5,
+                    interval=[0.4, 0.6]) for claim in claims]
+
+
+def test_write_scorecard_writes_the_current_rows(mini_repo, verdict_store):
+    from localprops.report import scorecard
+
+    plan = lpbuild.plan_build("ci", root=mini_repo)
+    scorecard.save_verdicts(scorecard_rows("C1", "C2"), "00_fails", "ci")
+    scorecard.save_verdicts(scorecard_rows("B1"), "01_works", "ci")
+    scorecard.save_verdicts(scorecard_rows("C9"), "01_works", "paper")   # another profile
+    assert (verdict_store / "verdicts" / "ci" / "01_works.json").is_file()
+    written = lpbuild.write_scorecard(plan)
+    assert written == "book/scorecard.json"
+    path = plan.source_dir / "book" / "scorecard.json"
+    assert path.is_file() and not (mini_repo / "book" / "scorecard.json").exists()
+    records = json.loads(path.read_text("utf-8"))
+    assert [(r["chapter"], r["claim"]) for r in records] == [
+        ("00_fails", "C1"), ("00_fails", "C2"), ("01_works", "B1")]
+    assert all(list(r) == list(scorecard.JSON_FIELDS) for r in records)
+    assert records[0]["build"] == scorecard.build_id("00_fails", "ci")
+    assert records[0]["models"] == {"a": {"samples": 30, "classes": 3}}
+
+
+def test_write_scorecard_leaves_stale_rows_out(mini_repo, verdict_store, caplog):
+    from localprops.report import scorecard
+
+    plan = lpbuild.plan_build("ci", root=mini_repo)
+    scorecard.save_verdicts(scorecard_rows("C1"), "00_fails", "ci")
+    scorecard.save_verdicts(scorecard_rows("B1", "B2"), "01_works", "ci")
+    # 01_works's code changes after its rows were saved: they are stale
+    write_notebook(mini_repo / "notebooks" / "01_works.ipynb", "T = 1\nprofile = 'default'",
+                   "print(T, profile, 'changed')")
+    with caplog.at_level("WARNING", logger="localprops.tools.build"):
+        assert lpbuild.write_scorecard(plan) == "book/scorecard.json"
+    records = json.loads((plan.source_dir / "book" / "scorecard.json").read_text("utf-8"))
+    assert [(r["chapter"], r["claim"]) for r in records] == [("00_fails", "C1")]
+    assert "2 stale verdict rows" in caplog.text and "01_works" in caplog.text
+
+
+def test_write_scorecard_without_current_rows_writes_nothing(mini_repo, verdict_store,
+                                                             monkeypatch):
+    from localprops.core import cache
+    from localprops.report import scorecard
+
+    plan = lpbuild.plan_build("ci", root=mini_repo)
+    target = plan.source_dir / "book" / "scorecard.json"
+    assert lpbuild.write_scorecard(plan) is None              # no rows at all
+    assert not target.exists()
+    scorecard.save_verdicts(scorecard_rows("C1"), "01_works", "ci")
+    monkeypatch.setattr(cache, "package_code_version", lambda: "code-v2")
+    assert lpbuild.write_scorecard(plan) is None              # only stale rows
+    assert not target.exists()

@@ -29,7 +29,13 @@ from torch import nn
 from localprops.core import checks as _checks
 from localprops.core.cache import ResultCache
 from localprops.core.distances import pairwise_distances
-from localprops.core.engine import capture_layer, model_device, model_dtype
+from localprops.core.engine import (
+    capture_layer,
+    default_batch_size,
+    model_device,
+    model_dtype,
+    run_chunked,
+)
 from localprops.core.mantel import mantel
 from localprops.core.philox import uniform_rows
 from localprops.core.sampling import RadialPerturbations
@@ -67,28 +73,39 @@ class TopologyStudy:
 
 
 def features_and_tangents(model: nn.Module, x: torch.Tensor, nu: torch.Tensor,
-                          layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+                          layer: str, batch_size: int | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of ``x + nu`` and the Jacobian-vector products ``J nu`` at ``x``.
 
     Parameters
     ----------
     model : the classifier; x : (C, H, W) clean image; nu : (T, C, H, W).
     layer : the feature layer.
+    batch_size : perturbations per pass (default: the device's forward chunk,
+        :func:`localprops.core.engine.default_batch_size`; on a CPU large
+        batches of large images are several times slower per image).
 
     Returns
     -------
     (T, F) features of the perturbed images and (T, F) tangents ``J_x nu``.
     """
-    store: list[torch.Tensor] = []
-    with capture_layer(model, layer, store, detach=False), torch.no_grad():
-        model(x.unsqueeze(0) + nu)
-        with fwad.dual_level():
-            primal = x.unsqueeze(0).expand_as(nu).contiguous()
-            model(fwad.make_dual(primal, nu))
-            tangent = fwad.unpack_dual(store[-1]).tangent
-    if tangent is None:
-        tangent = torch.zeros_like(store[0])
-    return store[0].detach(), tangent.detach()
+    size = batch_size or default_batch_size(tuple(x.shape), x.device)
+
+    def step(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        part = nu[start:stop]
+        store: list[torch.Tensor] = []
+        with capture_layer(model, layer, store, detach=False), torch.no_grad():
+            model(x.unsqueeze(0) + part)
+            with fwad.dual_level():
+                primal = x.unsqueeze(0).expand_as(part).contiguous()
+                model(fwad.make_dual(primal, part))
+                tangent = fwad.unpack_dual(store[-1]).tangent
+        if tangent is None:
+            tangent = torch.zeros_like(store[0])
+        return store[0].detach(), tangent.detach()
+
+    chunks = run_chunked(len(nu), size, step)
+    return (torch.cat([f for f, _ in chunks]), torch.cat([t for _, t in chunks]))
 
 
 def _random_map(width: int, dim: int, seed: int, device, dtype) -> torch.Tensor:
