@@ -547,3 +547,13 @@ def test_every_row_stores_per_model_estimates_with_intervals():
         # the row's headline is one of its models'
         assert [row.estimate, row.interval] in [[m["estimate"], m["interval"]]
                                                 for m in row.models.values()], row.claim
+
+
+def test_c10_needs_enough_samples_to_pass_but_not_to_fail():
+    few = LipschitzStudy("m0", "l2", RADII, np.arange(3), {"minmax": np.ones((3, 3, 4)),
+                                                          "raw": np.ones((3, 3, 4))},
+                         {"minmax": np.ones((3, 3, 4)), "raw": np.ones((3, 3, 4))})
+    small = claims.lipschitz_claims([few], {"m0": 100.0}, worst_raw={"m0": np.ones(3)})[-1]
+    assert small.verdict == INCONCLUSIVE and "only 3 samples" in small.measured
+    large = claims.lipschitz_claims([few], {"m0": 100.0}, worst_raw={"m0": np.full(3, 50.0)})
+    assert large[-1].verdict == NOT_SUPPORTED

@@ -180,3 +180,30 @@ def test_search_on_a_relu_net_against_sigma_and_the_global_bound():
     assert found.ratio >= along * (1 - 1e-12)
     bound, _ = global_lipschitz_bound(net, (1, 6, 6), "3")
     assert found.ratio <= bound * 1.01
+
+
+def test_worst_case_study_against_the_full_jacobian():
+    """Per sample: sigma in both readings, ||J||_F / sqrt(D), and the ratio along the top."""
+    from localprops.models.samples import SampleSet
+    from localprops.studies.lipschitz import Normalizers
+    from localprops.studies.worstcase import worst_case_study
+
+    net = tanh_net()
+    images = torch.stack([image(), image().flip(-1)]) * 255
+    samples = SampleSet(images=images, labels=[0, 1], seeds=[1, 2], ids=[10, 11])
+    g = torch.linspace(0.5, 2.0, 7, dtype=torch.float64)
+    h = torch.full((36,), 255.0, dtype=torch.float64)
+    normalizers = Normalizers(output_scale={"minmax": g}, input_scale={"minmax": h}, n_images=1)
+    spec = spec_of(net, "tanh", feature_layer="3")
+    study = worst_case_study(spec, samples, normalizers, radii=[1e-4, 1.0], dtype=torch.float64,
+                             tol=1e-9, iterations=500, probes=800, progress=False)
+    for k in range(2):
+        j = jacobian(net, images[k])
+        scaled = torch.diag(1 / g) @ j @ torch.diag(h)
+        for reading, m in (("raw", j), ("minmax", scaled)):
+            exact = torch.linalg.matrix_norm(m, 2).item()
+            assert study.converged[reading][k]
+            assert study.sigma[reading][k] == pytest.approx(exact, rel=1e-8)
+            assert study.along[reading][k, 0] == pytest.approx(exact, rel=1e-3)   # r -> 0
+            rms = (torch.linalg.matrix_norm(m) / 6).item()              # ||J||_F / sqrt(36)
+            assert study.frobenius[reading][k] == pytest.approx(rms, rel=0.1)

@@ -379,7 +379,7 @@ def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None, *,
     """
     if not studies:
         return []
-    setting = f"{studies[0].norm} radius; min-max normalizers per feature"
+    setting = f"{studies[0].norm} radius; random directions, min-max units per feature"
     c9 = _contracting_outcomes(studies, "minmax", classes)
     rows = [_row(
         "C9", "ConvNets are in general locally contracting: L_x < 1 in most cases "
@@ -421,19 +421,22 @@ def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None, *,
         else:
             gain, kind = float(np.max(s.ratio("raw"))), "random-direction (a lower bound)"
         ratio = gain / bound
-        result = (rules.PASS if ratio < 0.1 and kind == "worst-case" else
-                  rules.FAIL if ratio >= 0.1 else rules.UNDECIDED)
+        enough = len(s.ids) >= rules.MIN_COUNT
+        result = (rules.FAIL if ratio >= 0.1 else
+                  rules.PASS if kind == "worst-case" and enough else rules.UNDECIDED)
         c10.append(Outcome(s.model, ratio, (ratio, ratio), 0.1, False, result,
                            len(s.ids), len(s.ids), (classes or {}).get(s.model),
                            "" if result != rules.UNDECIDED else
-                           f"only a {kind} gain is known"))
+                           f"only a {kind} gain is known" if kind != "worst-case" else
+                           f"only {len(s.ids)} samples (need {rules.MIN_COUNT}): a larger "
+                           "gain may be missed"))
     c10_row = _row(
         "C10", "hence explanations by global non-linearity may be inaccurate",
         _texts(c10, lambda o: f"largest local gain / global bound {o.estimate:.3g}")
         or "no model with a global product bound (not a plain sequence of layers)",
         "an interpretation; what the data can show is whether the global bound describes "
-        "local behaviour: per model pass when the largest worst-case local gain over "
-        "samples lies below a tenth of the global bound, fail when it does not (a "
+        "local behaviour: per model pass when the largest worst-case local gain over at least "
+        "10 samples lies below a tenth of the global bound, fail when it does not (a "
         "random-direction ratio is only a lower bound on the gain: it can fail a model, "
         "never pass it); supported if every model passes",
         c10, verdict=combine(c10) if c10 else INCONCLUSIVE,
