@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 from localprops.core.engine import evaluate
 from localprops.core.sampling import RadialPerturbations
@@ -40,9 +41,15 @@ def draw(prepared: Prepared, *, sample: int = 0, radius: float = 10.0, norm: str
     axes[1].set_title(f"x + nu ({norm} r = {radius:g})\nscore {scores[0]:.4f}", fontsize=8)
     for ax in axes[:2]:
         ax.axis("off")
-    axes[2].hist(scores, bins=20, color="C0")
-    axes[2].set_xlabel("true-class score")
-    axes[2].set_title(f"{T} perturbations: range {scores.max() - scores.min():.2e}", fontsize=8)
+    # the log-odds, not the probability: near s = 1 the probabilities of all T
+    # perturbations can coincide to the last bit, the log-odds still spread
+    log_odds = out.log_odds[0].numpy()
+    spread = float(np.ptp(log_odds))
+    axes[2].hist(log_odds, bins=20 if spread > 1e-9 * max(1.0, float(np.abs(log_odds).max()))
+                 else 1, color="C0")
+    axes[2].set_xlabel("true-class log-odds")
+    axes[2].set_title(f"{T} perturbations: score range {scores.max() - scores.min():.2e}, "
+                      f"log-odds range {spread:.2e}", fontsize=8)
     counts = Counter(int(p) for p in predictions).most_common(6)
     axes[3].barh([spec.classes[c][:22] for c, _ in counts][::-1],
                  [n for _, n in counts][::-1], color="C2")
