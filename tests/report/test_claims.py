@@ -240,8 +240,35 @@ def test_c8(case):
     assert c7.verdict == SUPPORTED and c8.verdict == expected
 
 
+def depth(first_layer_rho, model="m"):
+    """A DepthStudy whose rho after the first convolution is the per-sample value given."""
+    from localprops.studies.depth import DepthStudy
+
+    rho = np.full((N, 3, 3), IN_BAND)
+    rho[:, 0, :] = np.broadcast_to(np.asarray(first_layer_rho, float), (N,))[:, None]
+    return DepthStudy(model, "l2", RADII, np.arange(N), ["conv", "pool", "features"],
+                      {"model": rho, "jacobian": rho.copy()}, np.full(N, 5.0), 3072)
+
+
+@pytest.mark.parametrize("first, expected", [
+    ((OUT_OF_BAND, OUT_OF_BAND), SUPPORTED),      # depth needed in every model: compounded
+    ((IN_BAND, IN_BAND), PARTLY),                 # one affine map already gives the low rho
+    ((IN_BAND, OUT_OF_BAND), PARTLY),
+    ((split(IN_BAND, OUT_OF_BAND, where=np.arange(N) % 10 != 0), OUT_OF_BAND), INCONCLUSIVE),
+])
+def test_c8_with_depth(first, expected):
+    studies = [topology(IN_BAND, IN_BAND, model=f"m{i}") for i in range(2)]
+    by_model = {f"m{i}": depth(v, f"m{i}") for i, v in enumerate(first)}
+    _, c8 = claims.topology_claims(studies, depth=by_model)
+    assert c8.verdict == expected
+    assert "after the first convolution" in c8.measured
+    # a linearisation outside the band is not supported, whatever the depth study says
+    outside = [topology(IN_BAND, OUT_OF_BAND, model=f"m{i}") for i in range(2)]
+    assert claims.topology_claims(outside, depth=by_model)[1].verdict == NOT_SUPPORTED
+
+
 def test_c8_is_never_supported():
-    """Every linearisation passing makes C8 partly; the same data make C7 supported."""
+    """Without the depth study every linearisation passing makes C8 partly; C7 supported."""
     studies = [topology(IN_BAND, IN_BAND, model=m) for m in "abc"]
     c7, c8 = claims.topology_claims(studies)
     assert all(o["outcome"] == "pass" for o in c8.models.values())

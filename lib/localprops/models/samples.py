@@ -59,6 +59,13 @@ class SampleSet:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def first(self, n: int) -> "SampleSet":
+        """The first ``n`` samples (all when fewer): with :func:`prepare`'s
+        stratified order, itself a random sample stratified over classes."""
+        n = _checks.check_count(n, "n")
+        return SampleSet(images=self.images[:n], labels=list(self.labels[:n]),
+                         seeds=list(self.seeds[:n]), ids=list(self.ids[:n]))
+
 
 @dataclass
 class Selection:

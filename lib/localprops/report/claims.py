@@ -23,6 +23,7 @@ from localprops.report.rules import Outcome, combine, every_model, most_models
 from localprops.report.scorecard import (
     INCONCLUSIVE,
     LOGICAL,
+    NOT_SUPPORTED,
     PARTLY,
     SUPPORTED,
     Verdict,
@@ -304,16 +305,21 @@ def _band_outcomes(studies, key: str, band: float, share: float, classes) -> lis
 
 
 def topology_claims(studies, *, classes: Mapping[str, int] | None = None,
-                    band: float = 0.1, share: float = 0.9) -> list[Verdict]:
+                    band: float = 0.1, share: float = 0.9,
+                    depth: Mapping[str, object] | None = None) -> list[Verdict]:
     """C7 and C8 from :class:`localprops.studies.topology.TopologyStudy` results.
 
     C7: the share of (sample, radius) Mantel statistics inside ``(-band,
     band)``. C8 uses the same band on the model's own linearisation at x (the
     Jacobian map): if that affine map also lands in the band, an affine map
-    suffices to explain the low rho; "compounded over layers" is a statement
-    about depth that these maps do not test, so the best verdict here is
-    *partly*. ``classes`` maps a model to the number of classes among its
-    samples (for the scorecard).
+    suffices to explain the low rho. "Compounded over layers" is a statement
+    about depth: with ``depth`` (a mapping model ->
+    :class:`localprops.studies.depth.DepthStudy`) C8 also asks whether rho is
+    already in the band after the first convolution (one affine map): if it
+    is, depth is not needed and the verdict is *partly*; if it lies outside
+    the band there and falls into it by the feature layer, *supported*.
+    Without ``depth`` the best verdict is *partly*. ``classes`` maps a model
+    to the number of classes among its samples (for the scorecard).
     """
     if not studies:
         return []
@@ -343,15 +349,30 @@ def topology_claims(studies, *, classes: Mapping[str, int] | None = None,
                 f"{np.median(s.mixed_linear_rho):.3f}")
 
     base = combine(c8)
+    first: list[Outcome] = []
+    if depth:
+        first = [rules.pooled_outcome(s.model, np.abs(depth[s.model].rho["model"][:, 0]) < band,
+                                      threshold=share, classes=(classes or {}).get(s.model))
+                 for s in studies if s.model in depth]
+    if base == SUPPORTED and first and len(first) == len(studies):
+        # affine maps suffice; depth is needed where the first layer is outside the band
+        set_early = combine(first)
+        base = {SUPPORTED: PARTLY, NOT_SUPPORTED: SUPPORTED}.get(set_early, set_early)
+    elif base == SUPPORTED:
+        base = PARTLY
+    depth_text = ("; rho already in the band after the first convolution: " + "; ".join(
+        f"{o.model} {o.text()}" for o in first)) if first else ""
     c8_row = _row(
         "C8", "the cause is the affine map of every layer, compounded over layers",
-        _texts(c8, texts),
+        _texts(c8, texts) + depth_text,
         f"the model's own linearisation at x (an affine map) is judged with C7's band: pass "
-        f"when at least {share:.0%} of its statistics lie in (-{band:g}, {band:g}); if every "
-        "model passes an affine map suffices, but nothing here tests 'compounded over "
-        "layers', so the verdict is at most partly; not supported if no linearisation "
-        "lands in the band (the low rho then needs the non-linearity)",
-        c8, verdict=PARTLY if base == SUPPORTED else base, setting=setting,
+        f"when at least {share:.0%} of its statistics lie in (-{band:g}, {band:g}); not "
+        "supported if no linearisation lands in the band (the low rho then needs the "
+        "non-linearity). If every model passes, 'compounded over layers' is judged by depth: "
+        "supported where rho after the first convolution lies outside the band for every "
+        "model (depth is needed to reach the band), partly where it is already inside for "
+        "some (one affine map suffices); without the depth study, at most partly",
+        c8, verdict=base, setting=setting,
         sensitivity=rules.sensitivity({"share >= 75%": {SUPPORTED: PARTLY}.get(
             b := combine(_band_outcomes(studies, "jacobian", band, 0.75, classes)), b)}))
     return [c7_row, c8_row]

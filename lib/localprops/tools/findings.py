@@ -1,0 +1,89 @@
+"""Write the README's findings from ``book/scorecard.json``, so they cannot drift from the book.
+
+``python -m localprops.tools.findings`` renders one line per claim of the
+committed scorecard (its verdict in every reading, with the deciding model's
+estimate and 95% interval) and replaces the block between
+:data:`START` and :data:`END` in ``README.md``. ``--check`` only compares and
+exits with status 1 when the README is out of date (the test suite runs it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+START = "<!-- findings:start (written by python -m localprops.tools.findings) -->"
+END = "<!-- findings:end -->"
+
+
+def _reading(setting: str | None) -> str:
+    return ", ".join(part.strip() for part in (setting or "").split(";")[:2]) or "as measured"
+
+
+def _estimate(row: dict) -> str:
+    if row.get("estimate") is None:
+        return ""
+    interval = row.get("interval") or [None, None]
+    if None in interval:
+        return f", {row['estimate']:.3g}"
+    return f", {row['estimate']:.3g} [{interval[0]:.3g}, {interval[1]:.3g}]"
+
+
+def render(rows: list[dict]) -> str:
+    """The findings block: per claim, every reading's verdict with its deciding estimate."""
+    claims: dict[str, list[dict]] = {}
+    for row in rows:
+        claims.setdefault(row["claim"], []).append(row)
+    models = sorted({name for row in rows for name in (row.get("models") or {})})
+    samples = {name: max((row["models"][name].get("samples") or 0) for row in rows
+                         if name in (row.get("models") or {})) for name in models}
+    lines = [START, "",
+             "Written from `book/scorecard.json` (default profile): "
+             + ", ".join(f"{name} ({samples[name]} samples)" for name in models)
+             + ". Each verdict is followed by the deciding model's estimate and its 95% "
+             "interval; see the scorecard chapter for every model's numbers and the rules.",
+             ""]
+    for claim, group in claims.items():
+        lines.append(f"- **{claim}** {group[0]['paper']}: " + "; ".join(
+            f"*{row['verdict']}* ({_reading(row.get('setting'))}{_estimate(row)})"
+            for row in group))
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def update(readme: str, block: str) -> str:
+    """``readme`` with its findings block replaced by ``block``."""
+    if START not in readme or END not in readme:
+        raise ValueError(f"README has no findings block: add the lines\n{START}\n{END}")
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return head + block + tail
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m localprops.tools.findings",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--scorecard", type=Path, default=Path("book/scorecard.json"))
+    parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    parser.add_argument("--check", action="store_true",
+                        help="only check that the README is up to date")
+    args = parser.parse_args(argv)
+    if not args.scorecard.is_file():
+        print(f"no {args.scorecard}: build the book first (make book)", file=sys.stderr)
+        return 2
+    rows = json.loads(args.scorecard.read_text("utf-8"))
+    text = args.readme.read_text("utf-8")
+    new = update(text, render(rows))
+    if args.check:
+        if new != text:
+            print(f"{args.readme} findings are out of date: run python -m "
+                  "localprops.tools.findings", file=sys.stderr)
+            return 1
+        return 0
+    args.readme.write_text(new, "utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
