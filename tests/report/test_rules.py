@@ -78,8 +78,16 @@ def test_pooled_outcome_resamples_whole_samples():
     assert pooled.estimate == pytest.approx(0.2) and pooled.counted == 120
     assert pooled.samples == 30
     assert pooled.interval == pytest.approx(per_sample.interval, abs=1e-12)
-    assert pooled.interval == pytest.approx(bootstrap_interval(hits.astype(float), np.mean))
+    boot, wilson = bootstrap_interval(hits.astype(float), np.mean), wilson_interval(6, 30)
+    assert pooled.interval == pytest.approx((min(boot[0], wilson[0]), max(boot[1], wilson[1])))
     assert pooled.outcome == FAIL
+
+
+def test_pooled_interval_is_never_narrower_than_wilson_over_samples():
+    """All items agree: the bootstrap has zero width, the interval does not."""
+    out = rules.pooled_outcome("m", np.ones((24, 5), bool), threshold=0.9)
+    assert out.interval == pytest.approx(wilson_interval(24, 24))
+    assert out.outcome == UNDECIDED           # 24 of 24 cannot show more than 86% at 95%
 
 
 # ------------------------------------------------------------ per model

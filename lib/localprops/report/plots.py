@@ -131,13 +131,18 @@ def to_rgb(image) -> np.ndarray:
 
 def permutation_pair(image, nu_a, nu_b, *, score_a: float, score_b: float,
                      clean_score: float, radius: float, norm: str,
-                     class_name: str = "") -> plt.Figure:
+                     class_name: str = "", log_odds_a: float | None = None,
+                     log_odds_b: float | None = None) -> plt.Figure:
     """The paper's Fig. 2 idea on real data: one perturbation, one permutation of it.
 
     Shows the clean image, both perturbations (magnified to fill the grey
     range, with the factor in the title), both perturbed images and the
-    true-class score of each.
+    true-class score of each, with its log-odds when given (a confident
+    network's scores can agree to four decimals while its log-odds differ).
     """
+    def score(s: float, lo: float | None) -> str:
+        return f"score {s:.4f}" + (f", log-odds {lo:.3f}" if lo is not None else "")
+
     nu_a = np.asarray(nu_a.detach().cpu() if hasattr(nu_a, "detach") else nu_a, dtype=float)
     nu_b = np.asarray(nu_b.detach().cpu() if hasattr(nu_b, "detach") else nu_b, dtype=float)
     peak = max(np.abs(nu_a).max(), np.abs(nu_b).max())
@@ -148,9 +153,9 @@ def permutation_pair(image, nu_a, nu_b, *, score_a: float, score_b: float,
         (127.5 + magnify * nu_a, f"nu_1 (x{magnify:.0f})"),
         (127.5 + magnify * nu_b, f"nu_2 = permuted nu_1 (x{magnify:.0f})"),
         (np.asarray(image.cpu() if hasattr(image, "cpu") else image) + nu_a,
-         f"x + nu_1: score {score_a:.4f}"),
+         f"x + nu_1: {score(score_a, log_odds_a)}"),
         (np.asarray(image.cpu() if hasattr(image, "cpu") else image) + nu_b,
-         f"x + nu_2: score {score_b:.4f}"),
+         f"x + nu_2: {score(score_b, log_odds_b)}"),
     ]
     for ax, (img, title) in zip(axes, panels):
         ax.imshow(to_rgb(img), interpolation="nearest")
@@ -172,16 +177,17 @@ def isotropy_vs_symmetry(isotropy: Sequence[ScoreStudy], symmetry: Sequence[Scor
 
 def symmetry_illustration(study: ScoreStudy, images, seeds: Sequence[int],
                           clean_scores: Sequence[float], *, radius: float,
-                          sample: int = 0, class_names: Sequence[str] | None = None
+                          sample: int | None = None, class_names: Sequence[str] | None = None
                           ) -> plt.Figure:
-    """:func:`permutation_pair` for the two permutations whose scores differ most.
+    """:func:`permutation_pair` for the two permutations whose log-odds differ most.
 
     Parameters
     ----------
     study : a symmetry :class:`ScoreStudy`; images, seeds, clean_scores : its
         samples (a :class:`~localprops.studies.SampleSet`'s fields, same order).
     radius : the radius to show (the closest one studied is used).
-    sample : which sample.
+    sample : which sample (default: the one whose permutations' log-odds range
+        is largest at that radius).
     """
     from localprops.core.sampling import PermutedPerturbations
 
@@ -189,17 +195,23 @@ def symmetry_illustration(study: ScoreStudy, images, seeds: Sequence[int],
         raise ValueError("symmetry_illustration needs a symmetry study")
     r_index = int(np.argmin(np.abs(study.radii - radius)))
     t = study.scores.shape[-1]
+    values = study.log_odds if study.log_odds is not None else study.scores
+    if sample is None:
+        sample = int(np.argmax(np.ptp(values[:, r_index], axis=-1)))
     scores = study.scores[sample, r_index]
-    a, b = int(np.argmax(scores)), int(np.argmin(scores))
+    a, b = int(np.argmax(values[sample, r_index])), int(np.argmin(values[sample, r_index]))
     source = PermutedPerturbations(tuple(images.shape[1:]), study.radii.tolist(), t,
                                    study.norm, int(seeds[sample]))
     nu = source.rows(r_index * t, (r_index + 1) * t)
     label = int(study.labels[sample])
     name = class_names[label] if class_names is not None else f"class {label}"
+    log_odds = study.log_odds[sample, r_index] if study.log_odds is not None else None
     return permutation_pair(images[sample], nu[a], nu[b], score_a=float(scores[a]),
                             score_b=float(scores[b]), clean_score=float(clean_scores[sample]),
                             radius=float(study.radii[r_index]), norm=study.norm,
-                            class_name=f"{study.model}, {name}")
+                            class_name=f"{study.model}, {name}",
+                            log_odds_a=None if log_odds is None else float(log_odds[a]),
+                            log_odds_b=None if log_odds is None else float(log_odds[b]))
 
 
 def kernels_and_spectra(conv, spectra, *, n: int = 8, title: str = "") -> plt.Figure:

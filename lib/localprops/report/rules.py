@@ -143,7 +143,9 @@ def pooled_outcome(model: str, hits: ArrayLike, counted: ArrayLike | None = None
 
     ``hits`` and ``counted`` have shape (S, ...): the items of one sample (its
     radii, its perturbations) are not independent, so the interval resamples
-    whole samples (:func:`localprops.core.stats.bootstrap_interval`).
+    whole samples (:func:`localprops.core.stats.bootstrap_interval`), and it
+    is widened to at least the Wilson interval of the same share over the
+    samples that count (a bootstrap of identical rows has zero width).
     """
     hits = np.asarray(hits, bool)
     counted = np.ones_like(hits) if counted is None else np.asarray(counted, bool)
@@ -154,6 +156,11 @@ def pooled_outcome(model: str, hits: ArrayLike, counted: ArrayLike | None = None
     units = int(counted.reshape(len(hits), -1).any(axis=1).sum())
     interval = (bootstrap_interval(rows, lambda r: pooled_share(r[..., 0] > 0, r[..., 1] > 0),
                                    seed=seed) if units else (float("nan"), float("nan")))
+    if units:
+        # never narrower than a Wilson interval with one unit per sample: when every item
+        # agrees the bootstrap has zero width, but 24 samples cannot show more than 24 can
+        w_lo, w_hi = wilson_interval(round(estimate * units), units)
+        interval = (min(interval[0], w_lo), max(interval[1], w_hi))
     return _outcome(model, estimate, interval, threshold, above, int(counted.sum()),
                     len(hits), classes, min_count, units)
 

@@ -294,8 +294,8 @@ class NoiseFloor:
 
 
 def float32_noise_floor(model: nn.Module | ModelSpec, samples: SampleSet, *, radius: float,
-                        T: int, norm: str = "l2", batch_size: int | None = None
-                        ) -> NoiseFloor:
+                        T: int, norm: str = "l2", batch_size: int | None = None,
+                        cache: ResultCache | None = None) -> NoiseFloor:
     """Largest |float32 - float64| of the true-class probability and log-odds, per sample.
 
     The model is copied to float64 and both copies see the very same perturbed
@@ -303,26 +303,46 @@ def float32_noise_floor(model: nn.Module | ModelSpec, samples: SampleSet, *, rad
     below this floor cannot be told apart from rounding noise. The floor is
     per sample: it varies by orders of magnitude between images (it scales
     with ``s (1 - s)`` for the probability), so a model-wide maximum would
-    declare most samples unmeasurable.
+    declare most samples unmeasurable. With a ``cache`` (and a
+    :class:`~localprops.models.wrappers.ModelSpec`, whose name and weights key
+    it) each sample's floor is computed once for all chapters.
 
     Returns
     -------
     NoiseFloor with (S,) arrays.
     """
-    model = as_spec(model).model if isinstance(model, ModelSpec) else model
-    model64 = _as_float64(model)
-    prob, lo = [], []
-    for i in range(len(samples)):
+    spec = model if isinstance(model, ModelSpec) else None
+    net = spec.model if spec is not None else model
+    copies: dict[str, nn.Module] = {}
+
+    def compute(i: int) -> dict[str, np.ndarray]:
+        if "float64" not in copies:
+            copies["float64"] = _as_float64(net)
         source = RadialPerturbations(tuple(samples.images.shape[1:]), [radius], T, norm,
                                      int(samples.seeds[i]))
-        nu = source.materialize(dtype=torch.float32).to(model_device(model))
-        o32 = evaluate(model, samples.images[i], nu, labels=samples.labels[i],
+        nu = source.materialize(dtype=torch.float32).to(model_device(net))
+        o32 = evaluate(net, samples.images[i], nu, labels=samples.labels[i],
                        batch_size=batch_size, progress=False)
-        o64 = evaluate(model64, samples.images[i].double(), nu.double(),
+        o64 = evaluate(copies["float64"], samples.images[i].double(), nu.double(),
                        labels=samples.labels[i], batch_size=batch_size, progress=False)
-        prob.append((o32.scores.double() - o64.scores).abs().max().item())
-        lo.append((o32.log_odds - o64.log_odds).abs().max().item())
-    return NoiseFloor(np.asarray(samples.ids), np.asarray(prob), np.asarray(lo))
+        return dict(probability=np.asarray([(o32.scores.double() - o64.scores).abs().max()]),
+                    log_odds=np.asarray([(o32.log_odds - o64.log_odds).abs().max()]))
+
+    def manifest(i: int) -> dict:
+        return dict(study="floor", model=spec.name if spec else "unnamed",
+                    weights=spec.weights if spec else "", radius=float(radius), T=T,
+                    norm=norm, seed=int(samples.seeds[i]), sample=int(samples.ids[i]),
+                    label=int(samples.labels[i]))
+
+    kept, units, skipped = run_units(samples, manifest, compute,
+                                     cache=cache if spec is not None else None,
+                                     desc="noise floor", progress=False,
+                                     study_modules=CODE_MODULES)
+    if skipped:
+        raise RuntimeError(f"the noise floor failed for some samples: {skipped}")
+    return NoiseFloor(np.asarray(samples.ids),
+                      np.asarray([float(u["probability"][0]) for u in units]),
+                      np.asarray([float(u["log_odds"][0]) for u in units]))
 
 
 def rounding_distortion(samples: SampleSet, *, radius: float, T: int, norm: str = "l2",

@@ -46,6 +46,7 @@ from localprops.core import checks as _checks
 from localprops.core.engine import capture_layer, default_batch_size, model_device, run_chunked
 from localprops.models.samples import SampleSet
 from localprops.models.wrappers import ModelSpec
+from localprops.studies.attacks import deepfool
 from localprops.studies.runner import run_units
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
@@ -456,7 +457,7 @@ def max_ratio_search(feature_fn: FeatureFn, x: torch.Tensor, radius: float, *,
 
 # ------------------------------------------------------------ per-sample study
 #: The studies modules whose code computes this study's cached units.
-CODE_MODULES = ("worstcase", "lipschitz")
+CODE_MODULES = ("worstcase", "lipschitz", "attacks", "firstorder", "scores")
 
 
 @dataclass
@@ -469,8 +470,11 @@ class WorstCaseStudy:
     of the worst-case ratio), ``converged[reading]`` (S,) whether the power
     iteration met its stopping rule, and ``along[reading]`` (S, R) the
     finite-radius ratio ``L_x`` along that reading's top singular direction,
-    rescaled to each radius of the chapter (raw pixel units, in ``norm``).
-    ``frobenius[reading]`` (S,) is ``||J||_F / sqrt(D)``, estimated from
+    rescaled to each radius of the chapter (raw pixel units, in ``norm``), and
+    ``along_attack[reading]`` (S, R) the same along the sample's DeepFool
+    perturbation (:func:`localprops.studies.attacks.deepfool`), the direction
+    an attack on the class takes; NaN where DeepFool found no misclassified
+    point. ``frobenius[reading]`` (S,) is ``||J||_F / sqrt(D)``, estimated from
     ``probes`` random Gaussian directions: what a random direction's squared
     gain averages to.
     """
@@ -482,6 +486,7 @@ class WorstCaseStudy:
     sigma: dict[str, np.ndarray]
     converged: dict[str, np.ndarray]
     along: dict[str, np.ndarray]
+    along_attack: dict[str, np.ndarray]
     frobenius: dict[str, np.ndarray]
     skipped: list = field(default_factory=list)
 
@@ -528,10 +533,27 @@ def worst_case_study(model: ModelSpec, samples: SampleSet, normalizers, *, radii
     scales = {"raw": (None, None),
               "minmax": (normalizers.output_scale["minmax"], normalizers.input_scale["minmax"])}
 
+    def ratios_along(x, clean, raw_direction, g, h) -> np.ndarray:
+        """L_x at every radius along a raw pixel direction, in the reading of (g, h)."""
+        nu = torch.stack([_unit(raw_direction, norm) * r for r in radii])
+        with torch.no_grad():
+            moved = fmap(x.unsqueeze(0) + nu) - clean
+        out_scale = _as_scale(g, x, "scale")
+        in_scale = _as_scale(h, x, "input_scale", tuple(x.shape))
+        top_out = torch.linalg.vector_norm(moved if out_scale is None else moved / out_scale,
+                                           dim=-1)
+        top_in = torch.linalg.vector_norm((nu if in_scale is None else nu / in_scale)
+                                          .flatten(1), dim=-1)
+        return (top_out / top_in).double().cpu().numpy()
+
     def compute(i: int) -> dict[str, np.ndarray]:
         x = fmap.prepare(samples.images[i])
         with torch.no_grad():
             clean = fmap(x.unsqueeze(0))[0]
+        attack = deepfool(model.model, samples.images[i:i + 1], [int(samples.labels[i])],
+                          norm=norm)
+        attack_dir = (attack.perturbations[0].to(device=x.device, dtype=x.dtype)
+                      if attack.found[0] and attack.radius[0] > 0 else None)
         out: dict[str, np.ndarray] = {}
         for reading, (g, h) in scales.items():
             top = top_singular(fmap, x, scale=g, input_scale=h, iterations=iterations,
@@ -544,16 +566,10 @@ def worst_case_study(model: ModelSpec, samples: SampleSet, normalizers, *, radii
             # the top direction as a raw pixel perturbation, rescaled to each radius
             raw_dir = top.direction if h is None else top.direction * _as_scale(
                 h, x, "input_scale", tuple(x.shape))
-            nu = torch.stack([_unit(raw_dir, norm) * r for r in radii])
-            with torch.no_grad():
-                moved = fmap(x.unsqueeze(0) + nu) - clean
-            out_scale = _as_scale(g, x, "scale")
-            in_scale = _as_scale(h, x, "input_scale", tuple(x.shape))
-            top_out = torch.linalg.vector_norm(moved if out_scale is None else moved / out_scale,
-                                               dim=-1)
-            top_in = torch.linalg.vector_norm((nu if in_scale is None else nu / in_scale)
-                                              .flatten(1), dim=-1)
-            out[f"along_{reading}"] = (top_out / top_in).double().cpu().numpy()
+            out[f"along_{reading}"] = ratios_along(x, clean, raw_dir, g, h)
+            out[f"attack_{reading}"] = (ratios_along(x, clean, attack_dir, g, h)
+                                        if attack_dir is not None
+                                        else np.full(len(radii), np.nan))
         return out
 
     fingerprint = normalizers.fingerprint()
@@ -580,4 +596,5 @@ def worst_case_study(model: ModelSpec, samples: SampleSet, normalizers, *, radii
         sigma={r: stack(f"sigma_{r}") for r in READINGS},
         converged={r: stack(f"converged_{r}").astype(bool) for r in READINGS},
         along={r: stack(f"along_{r}", len(radii)) for r in READINGS},
+        along_attack={r: stack(f"attack_{r}", len(radii)) for r in READINGS},
         frobenius={r: stack(f"frobenius_{r}") for r in READINGS}, skipped=skipped)
