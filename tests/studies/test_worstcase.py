@@ -207,3 +207,6 @@ def test_worst_case_study_against_the_full_jacobian():
             assert study.along[reading][k, 0] == pytest.approx(exact, rel=1e-3)   # r -> 0
             rms = (torch.linalg.matrix_norm(m) / 6).item()              # ||J||_F / sqrt(36)
             assert study.frobenius[reading][k] == pytest.approx(rms, rel=0.1)
+            # along DeepFool's direction: a real ratio, never above the worst one at r -> 0
+            attack = study.along_attack[reading][k, 0]
+            assert np.isfinite(attack) and 0 < attack <= exact * (1 + 1e-3)
