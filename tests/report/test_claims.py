@@ -626,3 +626,19 @@ def test_c10_needs_enough_samples_to_pass_but_not_to_fail():
     assert small.verdict == INCONCLUSIVE and "only 3 samples" in small.measured
     large = claims.lipschitz_claims([few], {"m0": 100.0}, worst_raw={"m0": np.full(3, 50.0)})
     assert large[-1].verdict == NOT_SUPPORTED
+
+
+def test_c8_sensitivity_follows_the_depth_rule():
+    """At share >= 75% the sensitivity line applies the same rule, depth included."""
+    studies = [topology(IN_BAND, IN_BAND, model=f"m{i}") for i in range(2)]
+    by_model = {f"m{i}": depth(OUT_OF_BAND, f"m{i}") for i in range(2)}
+    _, c8 = claims.topology_claims(studies, depth=by_model)
+    assert c8.verdict == SUPPORTED and c8.sensitivity == "share >= 75%: supported"
+
+
+def test_c7_leaves_the_eps_radius_out():
+    """A statistic at eps (float32 rounding there) does not count either way."""
+    study = topology(IN_BAND, IN_BAND)
+    study.rho["model"][:, 0] = OUT_OF_BAND               # eps is the first radius
+    c7, _ = claims.topology_claims([study])
+    assert c7.verdict == SUPPORTED and c7.models["m"]["counted"] == 2 * N

@@ -190,7 +190,9 @@ def test_worst_case_study_against_the_full_jacobian():
 
     net = tanh_net()
     images = torch.stack([image(), image().flip(-1)]) * 255
-    samples = SampleSet(images=images, labels=[0, 1], seeds=[1, 2], ids=[10, 11])
+    with torch.no_grad():                     # labels the net gets right: DeepFool has work
+        labels = net(images).argmax(dim=1).tolist()
+    samples = SampleSet(images=images, labels=labels, seeds=[1, 2], ids=[10, 11])
     g = torch.linspace(0.5, 2.0, 7, dtype=torch.float64)
     h = torch.full((36,), 255.0, dtype=torch.float64)
     normalizers = Normalizers(output_scale={"minmax": g}, input_scale={"minmax": h}, n_images=1)

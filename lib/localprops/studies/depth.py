@@ -249,7 +249,7 @@ def predicted_linear_rho(dimension: int, participation: ArrayLike) -> np.ndarray
 
     For points ``nu_i = r u_i`` with independent random directions, squared
     input distances are ``2 r^2 (1 - u_i . u_j)`` and vary by about
-    ``2 r^2 * 2 / sqrt(D)``; a linear map with ``M = W^T W`` multiplies each
+    ``2 r^2 / sqrt(D)``; a linear map with ``M = W^T W`` multiplies each
     by ``tr(M) / D`` plus a direction-dependent error of variance
     ``2 (tr(M^2) / D^2 - tr(M)^2 / D^3)`` (for Gaussian-like directions).
     The correlation of the two is
