@@ -527,13 +527,19 @@ def topology_claims(studies, *, classes: Mapping[str, int] | None = None,
 # ------------------------------------------------------------ Lipschitz, C9-C10
 def _contracting_outcomes(studies, reading: str, classes, share: float = 0.5
                           ) -> list[Outcome]:
-    return [rules.pooled_outcome(s.model, s.ratio(reading) < 1, threshold=share,
-                                 classes=(classes or {}).get(s.model)) for s in studies]
+    """Per model: the share of perturbed points at radii >= 1 with ``L_x < 1``.
+
+    The eps radius is left out: both distances there are at float32 rounding.
+    """
+    return [rules.pooled_outcome(s.model, s.ratio(reading)[:, np.asarray(s.radii) >= 1.0] < 1,
+                                 threshold=share, classes=(classes or {}).get(s.model))
+            for s in studies]
 
 
 def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None, *,
                      worst_minmax: Mapping[str, np.ndarray] | None = None,
                      worst_raw: Mapping[str, np.ndarray] | None = None,
+                     scalar_scale: Mapping[str, float] | None = None,
                      classes: Mapping[str, int] | None = None) -> list[Verdict]:
     """C9 (both readings of eq. 9) and C10 from Lipschitz studies.
 
@@ -542,7 +548,9 @@ def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None, *,
     model to its per-sample worst-case local gain (the largest singular value
     of the feature map's Jacobian at x, min-max normalised and raw); without
     them the worst-case rows are inconclusive. ``bounds`` maps a model to its
-    global product bound.
+    global product bound. ``scalar_scale`` maps a model to (input range /
+    feature range) of the one-scalar-per-side min-max reading, which turns a
+    raw gain into that reading's (for the sensitivity line).
     """
     if not studies:
         return []
@@ -560,14 +568,26 @@ def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None, *,
             f"{reading} normalisation": combine(_contracting_outcomes(studies, reading,
                                                                       classes))
             for reading in ("raw", "zscore") if reading in studies[0].output_distance}))]
-    worst_minmax = worst_minmax or {}
-    worst = [rules.share_outcome(s.model, np.asarray(worst_minmax[s.model]) < 1,
-                                 threshold=0.5, classes=(classes or {}).get(s.model))
-             if s.model in worst_minmax else
-             Outcome(s.model, float("nan"), (float("nan"), float("nan")), 0.5, True,
-                     rules.UNDECIDED, 0, len(s.ids), (classes or {}).get(s.model),
-                     "worst-case gain not computed")
-             for s in studies]
+    worst_minmax, worst_raw = worst_minmax or {}, worst_raw or {}
+
+    def worst_outcomes(gains: Mapping[str, np.ndarray]) -> list[Outcome]:
+        return [rules.share_outcome(s.model, np.asarray(gains[s.model]) < 1,
+                                    threshold=0.5, classes=(classes or {}).get(s.model))
+                if s.model in gains else
+                Outcome(s.model, float("nan"), (float("nan"), float("nan")), 0.5, True,
+                        rules.UNDECIDED, 0, len(s.ids), (classes or {}).get(s.model),
+                        "worst-case gain not computed")
+                for s in studies]
+
+    worst = worst_outcomes(worst_minmax)
+    alternatives = {}
+    if worst_raw:
+        alternatives["raw units (grey levels in, activations out)"] = combine(
+            worst_outcomes(worst_raw))
+        if scalar_scale:
+            alternatives["one min-max scalar per side"] = combine(worst_outcomes(
+                {m: np.asarray(g) * scalar_scale[m] for m, g in worst_raw.items()
+                 if m in scalar_scale}))
     rows.append(_row(
         "C9", "ConvNets are locally contracting (reading: eq. 9's bound over all "
         "directions, the worst case)",
@@ -575,8 +595,9 @@ def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None, *,
                                 "(top singular value of the normalised Jacobian) is "
                                 "below 1"),
         "per model pass when more than half of the samples have a worst-case gain "
-        "below 1 (Wilson 95%); supported if every model passes",
-        worst, verdict=combine(worst),
+        "below 1 (Wilson 95%); supported if every model passes. The answer depends on the "
+        "units (the sensitivity line): in raw units even the worst direction may contract",
+        worst, verdict=combine(worst), sensitivity=rules.sensitivity(alternatives),
         setting=f"{studies[0].norm} radius; worst direction at r -> 0, min-max units"))
     bounds = bounds or {}
     c10 = []
@@ -602,12 +623,18 @@ def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None, *,
         "C10", "hence explanations by global non-linearity may be inaccurate",
         _texts(c10, lambda o: f"largest local gain / global bound {o.estimate:.3g}")
         or "no model with a global product bound (not a plain sequence of layers)",
-        "an interpretation; what the data can show is whether the global bound describes "
-        "local behaviour: per model pass when the largest worst-case local gain over at least "
-        "10 samples lies below a tenth of the global bound, fail when it does not (a "
-        "random-direction ratio is only a lower bound on the gain: it can fail a model, "
-        "never pass it); supported if every model passes",
-        c10, verdict=combine(c10) if c10 else INCONCLUSIVE,
+        "an interpretation, shown and not counted: the product of layer norms is an upper "
+        "bound on the global constant whose looseness is not measured, so a local gain far "
+        "below it says how loose the bound is as much as how the network behaves; and the "
+        "claim follows from C9, whose worst-case reading fails in min-max units. The "
+        "measurement: per model, the largest worst-case local gain over at least 10 samples "
+        "against a tenth of the product bound (a random-direction ratio is only a lower "
+        "bound on the gain). Rule verdict as measured: " + (combine(c10) if c10 else
+                                                           INCONCLUSIVE)
+        + "; models without a product bound (not a plain sequence of layers) are not "
+        "assessed: " + (", ".join(s.model for s in studies if s.model not in bounds)
+                        or "none"),
+        c10, verdict=LOGICAL if c10 else INCONCLUSIVE,
         setting=f"{studies[0].norm} radius; raw feature units")
     return rows + [c10_row]
 
