@@ -178,9 +178,13 @@ def tally(rows: Sequence[dict]) -> dict[str, int]:
     return {verdict: sum(row["verdict"] == verdict for row in rows) for verdict in VERDICTS}
 
 
-def _reading(setting: str) -> str:
-    """The first two parts of a setting (norm and scale; quantity): what a row's reading is."""
-    return ", ".join(part.strip() for part in setting.split(";")[:2]) or "as measured"
+def reading(setting: str | None) -> str:
+    """A row's reading: the first two parts of its setting (norm and scale; quantity).
+
+    Used wherever rows are listed by reading (the chapters' summaries, the
+    scorecard's grid, the README findings), so they all name a reading alike.
+    """
+    return ", ".join(part.strip() for part in (setting or "").split(";")[:2]) or "as measured"
 
 
 def summary_prose(verdicts: Sequence[Verdict]) -> str:
@@ -195,14 +199,14 @@ def summary_prose(verdicts: Sequence[Verdict]) -> str:
     lines = ["**In this run:**", ""]
     for claim, rows in claims.items():
         lines.append(f"- **{claim}** ({rows[0].paper}): " + "; ".join(
-            f"*{v.verdict}* ({_reading(v.setting)})" for v in rows))
+            f"*{v.verdict}* ({reading(v.setting)})" for v in rows))
     against = [v for v in verdicts if v.verdict == NOT_SUPPORTED]
     undecided = [v for v in verdicts if v.verdict == INCONCLUSIVE]
     lines.append("")
     lines.append("Where our data disagree with the paper: " + (
-        "; ".join(f"{v.claim} ({_reading(v.setting)})" for v in against) + "."
+        "; ".join(f"{v.claim} ({reading(v.setting)})" for v in against) + "."
         if against else "nowhere in these rows.") + "\n")
     if undecided:
         lines.append("Where they cannot decide: " + "; ".join(
-            f"{v.claim} ({_reading(v.setting)})" for v in undecided) + ".")
+            f"{v.claim} ({reading(v.setting)})" for v in undecided) + ".")
     return "\n".join(lines)

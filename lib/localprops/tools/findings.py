@@ -13,12 +13,10 @@ import json
 import sys
 from pathlib import Path
 
+from localprops.report.scorecard import reading
+
 START = "<!-- findings:start (written by python -m localprops.tools.findings) -->"
 END = "<!-- findings:end -->"
-
-
-def _reading(setting: str | None) -> str:
-    return ", ".join(part.strip() for part in (setting or "").split(";")[:2]) or "as measured"
 
 
 def _estimate(row: dict) -> str:
@@ -46,7 +44,7 @@ def render(rows: list[dict]) -> str:
              ""]
     for claim, group in claims.items():
         lines.append(f"- **{claim}** {group[0]['paper']}: " + "; ".join(
-            f"*{row['verdict']}* ({_reading(row.get('setting'))}{_estimate(row)})"
+            f"*{row['verdict']}* ({reading(row.get('setting'))}{_estimate(row)})"
             for row in group))
     lines += ["", END]
     return "\n".join(lines)
