@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 .PHONY: book test lint install mathjax bench clean help
 
 help:
-	@echo "make book [PROFILE=ci|default|paper]  execute the notebooks and render _build/html"
+	@echo "make book [PROFILE=ci|default|paper|my.yml]  execute the notebooks and render _build/html"
 	@echo "make test                              run the test suite"
 	@echo "make lint                              check lib/, tests/ and notebooks/ with ruff"
 	@echo "make bench                             run the benchmarks (python -m localprops.tools.bench)"

@@ -1,8 +1,10 @@
 """evaluate() against a plain per-image loop on a tiny ConvNet."""
+import numpy as np
 import pytest
 import torch
 
 from conftest import OutOfMemoryOnce
+from localprops.core import engine
 from localprops.core.engine import evaluate
 from localprops.core.sampling import PermutedPerturbations, RadialPerturbations
 
@@ -140,3 +142,31 @@ def test_default_batch_size_is_small_on_cpu_and_large_on_gpu():
     assert default_batch_size((3, 32, 32), torch.device("cpu")) == 32
     assert default_batch_size((3, 2000, 2000), torch.device("cpu")) == 1
     assert default_batch_size((3, 224, 224), torch.device("cuda")) == 256
+
+
+def test_evaluate_warns_when_the_clean_image_looks_like_zero_one(tiny_net):
+    """The commonest mistake: an image in [0, 1] where [0, 255] is expected."""
+    import warnings
+
+    from localprops.core.checks import UnitRangeWarning
+
+    g = torch.Generator().manual_seed(0)
+    unit = torch.rand(3, 8, 8, generator=g)
+    nu = torch.zeros(1, 1, 3, 8, 8)
+    with pytest.warns(UnitRangeWarning, match=r"\[0, 255\]"):
+        engine.evaluate(tiny_net, unit, nu)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnitRangeWarning)
+        engine.evaluate(tiny_net, 255 * unit, nu)                # the right scale
+        engine.evaluate(tiny_net, torch.zeros(3, 8, 8), nu)      # an all-black image
+
+
+def test_studies_warn_when_the_samples_look_like_zero_one():
+    from localprops.core.checks import UnitRangeWarning
+    from localprops.models.samples import SampleSet
+    from localprops.studies.runner import run_units
+
+    samples = SampleSet(images=torch.rand(2, 3, 4, 4), labels=[0, 1], seeds=[1, 2], ids=[0, 1])
+    with pytest.warns(UnitRangeWarning, match="multiply it by 255"):
+        run_units(samples, lambda i: {"i": i}, lambda i: {"v": np.zeros(1)}, cache=None,
+                  desc="test", progress=False, study_modules=())

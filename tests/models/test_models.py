@@ -20,7 +20,7 @@ from localprops.models import data
 #: ImageNet families trained on GTSRB as their training finishes).
 GTSRB_NAMES = sorted(json.loads((models.WEIGHTS_DIR / models.GTSRB_WEIGHTS_JSON).read_text()))
 #: Width of the layer before the classifier.
-FEATURE_WIDTH = {"gtsrb-ciresan": 300, "gtsrb-aghdam": 400, "gtsrb-alexnet": 1024,
+FEATURE_WIDTH = {"gtsrb-ciresan": 300, "gtsrb-aghdam": 400, "gtsrb-ciresan-noise": 300, "gtsrb-alexnet": 1024,
                  "gtsrb-vgg11bn": 1024, "gtsrb-googlenet": 1024, "gtsrb-resnet18": 512}
 
 

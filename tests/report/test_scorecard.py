@@ -82,6 +82,8 @@ def code_version(monkeypatch):
     """
     version = {"now": "code-v1"}
     monkeypatch.setattr(cache, "package_code_version", lambda: version["now"])
+    monkeypatch.setattr(cache, "modules_code_version",
+                        lambda names: f"{version['now']}:{','.join(sorted(names))}")
     monkeypatch.setattr(cache, "checkout_root", lambda: None)
     return version
 
@@ -100,8 +102,10 @@ def test_save_and_load_round_trip(tmp_path, code_version):
     assert [r["claim"] for r in rows] == ["C1", "C2", "B1"]      # no row of "paper"
     assert [r["chapter"] for r in rows] == ["03_iso", "03_iso", "07_attacks"]
     for loaded, saved in zip(rows, first + second):
-        assert loaded["build"] == scorecard.build_id(loaded["chapter"], "ci")
-        assert {k: v for k, v in loaded.items() if k not in ("chapter", "build")} \
+        assert loaded["build"] == scorecard.build_id(loaded["chapter"], "ci",
+                                                     loaded["modules"])
+        assert {k: v for k, v in loaded.items()
+                if k not in ("chapter", "build", "modules")} \
             == saved.as_dict()
     assert rows[1]["models"] == {"a": {}, "b": {}}
     assert scorecard.load_verdicts("default", root=str(tmp_path)) == []
@@ -190,6 +194,45 @@ def test_build_id_follows_the_package_code(checkout, code_version):
     assert scorecard.build_id("03_iso", "ci") != before
 
 
+def test_saved_rows_are_keyed_by_the_modules_loaded_when_saving(tmp_path, code_version):
+    scorecard.save_verdicts([row("C1")], "03_iso", "ci", root=str(tmp_path))
+    rows = scorecard.load_verdicts("ci", root=str(tmp_path))
+    assert rows[0]["modules"] == scorecard.loaded_modules()
+    assert "localprops.report.scorecard" in rows[0]["modules"]
+    assert rows[0]["build"] == scorecard.build_id("03_iso", "ci", rows[0]["modules"])
+    # a row saved by a kernel that had loaded other modules is checked against those
+    other = {**rows[0], "modules": ["localprops"],
+             "build": scorecard.build_id("03_iso", "ci", ["localprops"])}
+    assert scorecard.split_current([other], "ci") == ([other], [])
+
+
+def fake_package(root: Path, files: dict[str, str]) -> Path:
+    package = root / "localprops"
+    for name, text in files.items():
+        path = package / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, "utf-8")
+    return package
+
+
+def test_modules_code_version_follows_only_the_named_modules(tmp_path, monkeypatch):
+    package = fake_package(tmp_path, {"__init__.py": "", "studies/__init__.py": "",
+                                      "studies/a.py": '"""Doc."""\nX = 1\n', "studies/b.py": "Y = 1\n"})
+    monkeypatch.setattr(cache, "PACKAGE_DIR", package)
+    assert cache.module_file("localprops.studies") == package / "studies" / "__init__.py"
+    assert cache.module_file("localprops.studies.a") == package / "studies" / "a.py"
+    assert cache.module_file("numpy") is None
+    names = ["localprops", "localprops.studies", "localprops.studies.a"]
+    before = cache.modules_code_version(names)
+    assert before == cache.modules_code_version(list(reversed(names)))
+    (package / "studies" / "b.py").write_text("Y = 2\n", "utf-8")
+    assert cache.modules_code_version(names) == before, "a module not named"
+    (package / "studies" / "a.py").write_text('"""Other doc."""\nX = 1\n', "utf-8")
+    assert cache.modules_code_version(names) == before, "a docstring"
+    (package / "studies" / "a.py").write_text("X = 2\n", "utf-8")
+    assert cache.modules_code_version(names) != before, "a named module's code"
+
+
 def test_build_id_is_per_chapter(checkout):
     write_chapter(checkout / "notebooks" / "04_sym.ipynb", "T = 1", "y = other(T)")
     iso, sym = scorecard.build_id("03_iso", "ci"), scorecard.build_id("04_sym", "ci")
@@ -235,7 +278,7 @@ def test_write_json_writes_exactly_the_json_fields(tmp_path, code_version):
     for record in records:
         assert list(record) == list(scorecard.JSON_FIELDS)
         assert record["chapter"] == "03_iso"
-        assert record["build"] == scorecard.build_id("03_iso", "ci")
+        assert record["build"] == scorecard.build_id("03_iso", "ci", rows[0]["modules"])
         interval = record["interval"]
         assert interval is None or (isinstance(interval, list) and len(interval) == 2)
         assert isinstance(record["models"], dict)
@@ -303,3 +346,25 @@ def test_summary_prose_says_nowhere_without_disagreement():
     assert "Where our data disagree with the paper: nowhere in these rows." in text
     assert "cannot decide" not in text
     assert text.count("- **") == 3
+
+
+def test_claim_order_is_natural():
+    claims = ["C10", "B1", "C2", "F3", "C1", "L1", "F1", "C9"]
+    assert sorted(claims, key=scorecard.claim_order) == [
+        "C1", "C2", "C9", "C10", "F1", "F3", "B1", "L1"]
+
+
+def test_verdict_grid_and_its_colours():
+    rows = [{"claim": "C10", "setting": "l2; log-odds", "verdict": SUPPORTED},
+            {"claim": "C2", "setting": "l2; log-odds", "verdict": INCONCLUSIVE},
+            {"claim": "C2", "setting": "linf; log-odds", "verdict": NOT_SUPPORTED},
+            {"claim": "C2", "setting": "linf; log-odds", "verdict": SUPPORTED}]
+    grid = scorecard.verdict_grid(rows)
+    assert list(grid.index) == ["C2", "C10"]
+    assert list(grid.columns) == ["l2, log-odds", "linf, log-odds"]
+    assert grid.loc["C2", "linf, log-odds"] == "not supported / supported"
+    assert grid.loc["C10", "linf, log-odds"] == ""
+    html = scorecard.style_grid(grid).to_html()
+    assert scorecard.VERDICT_COLOURS[NOT_SUPPORTED] in html
+    assert scorecard.VERDICT_COLOURS[INCONCLUSIVE] in html
+    assert scorecard.VERDICT_COLOURS[PARTLY] not in html

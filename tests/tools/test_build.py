@@ -468,7 +468,8 @@ def test_write_scorecard_writes_the_current_rows(mini_repo, verdict_store):
     assert [(r["chapter"], r["claim"]) for r in records] == [
         ("00_fails", "C1"), ("00_fails", "C2"), ("01_works", "B1")]
     assert all(list(r) == list(scorecard.JSON_FIELDS) for r in records)
-    assert records[0]["build"] == scorecard.build_id("00_fails", "ci")
+    assert records[0]["build"] == scorecard.build_id("00_fails", "ci",
+                                                     scorecard.loaded_modules())
     assert records[0]["models"] == {"a": {"samples": 30, "classes": 3}}
 
 
@@ -498,6 +499,6 @@ def test_write_scorecard_without_current_rows_writes_nothing(mini_repo, verdict_
     assert lpbuild.write_scorecard(plan) is None              # no rows at all
     assert not target.exists()
     scorecard.save_verdicts(scorecard_rows("C1"), "01_works", "ci")
-    monkeypatch.setattr(cache, "package_code_version", lambda: "code-v2")
+    monkeypatch.setattr(cache, "modules_code_version", lambda names: "code-v2")
     assert lpbuild.write_scorecard(plan) is None              # only stale rows
     assert not target.exists()

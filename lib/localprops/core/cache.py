@@ -181,6 +181,33 @@ class ResultCache:
         return arrays
 
 
+def module_file(name: str) -> Path | None:
+    """The source file of package module ``name`` (``localprops.x.y``), or None."""
+    parts = name.split(".")
+    if parts[0] != PACKAGE_DIR.name:
+        return None
+    base = PACKAGE_DIR.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def modules_code_version(names: Sequence[str]) -> str:
+    """A short hash of the code of the package modules ``names`` (docstrings excluded).
+
+    The scorecard keys a chapter's verdicts by the modules its kernel had
+    loaded when it saved them: an edit to a module the chapter never imported
+    (another chapter's study, the build tool) leaves its verdicts current.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(set(names)):
+        path = module_file(name)
+        digest.update(name.encode())
+        digest.update(_code_digest(path) if path is not None else b"<missing>")
+    return digest.hexdigest()[:12]
+
+
 def package_code_version() -> str:
     """A short hash of every module of the package (docstrings excluded).
 

@@ -7,6 +7,7 @@ parameter in a notebook learns how to fix it from the error alone.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -84,6 +85,29 @@ def check_finite(x: torch.Tensor | np.ndarray, name: str) -> None:
     if not finite:
         raise ValueError(f"{name} contains NaN or infinite values; check the "
                          "image loading and the model's outputs")
+
+
+class UnitRangeWarning(UserWarning):
+    """A clean image whose values all lie in [0, 1]: probably not on the [0, 255] scale."""
+
+
+def warn_if_unit_range(images: torch.Tensor, name: str = "the clean image") -> bool:
+    """Warn when every value of ``images`` lies within [0, 1] (and some are > 0).
+
+    The package measures images and radii on the [0, 255] scale. An image in
+    [0, 1] passed by mistake runs without error, but every radius is then
+    255 times too large relative to the image. Returns whether it warned.
+    """
+    low, high = float(images.min()), float(images.max())
+    if low >= 0.0 and 0.0 < high <= 1.0:
+        warnings.warn(
+            f"{name} has all its values within [0, 1] (max {high:.3g}); localprops "
+            "expects images on the [0, 255] scale (radii are grey levels). If this "
+            "image is in [0, 1], multiply it by 255 (and let the model's wrapper "
+            "normalise it, e.g. localprops.models.Normalized); if it really is a "
+            "dark [0, 255] image, ignore this warning.", UnitRangeWarning, stacklevel=3)
+        return True
+    return False
 
 
 def as_labels(labels: Sequence[int] | torch.Tensor | int, n: int, device) -> torch.Tensor:

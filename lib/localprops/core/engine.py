@@ -247,6 +247,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, perturbations, *,
         raise ValueError("x must be one clean image, a tensor (C, H, W); got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
     _checks.check_finite(x, "the clean image x")
+    _checks.warn_if_unit_range(x, "the clean image x")
     if labels is not None:
         labels = int(labels)
     source = _Source(perturbations, tuple(x.shape))

@@ -288,3 +288,225 @@ def load_imagenet_folder(root: str | os.PathLike | None,
                                 "file names must start with a WordNet id "
                                 "(n01440764_tench.JPEG) or sit in wnid folders")
     return LabelledImages(torch.stack(images), torch.tensor(labels), paths, kept)
+
+
+# ------------------------------------------------- a reader's own images
+#: ``ModelSpec.dataset`` values that name a built-in source, not a path.
+BUILTIN_DATASETS = ("gtsrb", "imagenet", "custom")
+
+_SOURCE_HELP = ("an .npz file with arrays `images` (N, H, W, 3) uint8 or (N, 3, H, W) "
+                "float in [0, 255] and `labels` (N,) int, or a folder of class "
+                "subfolders (<folder>/<class name or index>/*.png)")
+
+
+class ImageSource(NamedTuple):
+    """A reader's labelled images (:func:`load_image_source`)."""
+
+    images: torch.Tensor       #: float (N, 3, H, W) in [0, 255]
+    labels: np.ndarray         #: int64 (N,), indices into the model's classes
+    ids: np.ndarray            #: int64 (N,), the images' dataset indices (0..N-1)
+    path: Path                 #: the file or folder they came from
+
+
+def is_image_source(dataset: str) -> bool:
+    """Whether a ``ModelSpec.dataset`` names a file or folder of images."""
+    return isinstance(dataset, (str, os.PathLike)) and str(dataset) not in BUILTIN_DATASETS
+
+
+def image_source_digest(path: str | os.PathLike) -> str:
+    """sha256 of an ``.npz`` file, or of a folder's image files and their names."""
+    import hashlib
+
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()
+                       and p.suffix.lower() in IMAGE_SUFFIXES):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        digest.update(file_sha256(file).encode())
+    return digest.hexdigest()
+
+
+def _check_source_labels(labels: np.ndarray, n: int, classes: Sequence[str],
+                         where: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        if labels.dtype.kind == "f" and np.all(np.isfinite(labels)) \
+                and np.all(labels == np.round(labels)):
+            labels = labels.astype(np.int64)
+        else:
+            raise ValueError(f"{where}: `labels` must be integer class indices, got "
+                             f"dtype {labels.dtype}; save them with labels.astype(np.int64)")
+    if labels.shape != (n,):
+        raise ValueError(f"{where}: `labels` must have shape ({n},), one per image, got "
+                         f"{labels.shape}")
+    labels = labels.astype(np.int64)
+    bad = (labels < 0) | (labels >= len(classes))
+    if bad.any():
+        raise ValueError(f"{where}: labels must be class indices in [0, {len(classes) - 1}] "
+                         f"(the model has {len(classes)} classes), got "
+                         f"{sorted(set(labels[bad].tolist()))[:5]}; fix the labels or "
+                         "the model's `classes`")
+    return labels
+
+
+def _check_source_images(images: np.ndarray, input_size: Sequence[int],
+                         where: str) -> torch.Tensor:
+    """``images`` of an .npz as float (N, 3, H, W) in [0, 255], or a ValueError."""
+    images = np.asarray(images)
+    size = tuple(int(s) for s in input_size)
+    if images.ndim != 4:
+        raise ValueError(f"{where}: `images` must be 4-D, (N, H, W, 3) uint8 or "
+                         f"(N, 3, H, W) float, got shape {images.shape}"
+                         + ("; add the batch axis with images[None]"
+                            if images.ndim == 3 else ""))
+    if images.dtype == np.uint8:
+        if images.shape[-1] != 3:
+            hint = ("; it looks channels-first: np.transpose(images, (0, 2, 3, 1))"
+                    if images.shape[1] == 3 else
+                    "; greyscale? repeat it: np.repeat(images[..., :1], 3, axis=-1)"
+                    if images.shape[-1] == 1 else "")
+            raise ValueError(f"{where}: uint8 `images` must be (N, H, W, 3) RGB, got "
+                             f"{images.shape}{hint}")
+        tensor = torch.from_numpy(images).permute(0, 3, 1, 2).to(torch.float32)
+    elif images.dtype.kind == "f":
+        if images.shape[1] != 3:
+            hint = ("; it looks channels-last: np.transpose(images, (0, 3, 1, 2))"
+                    if images.shape[-1] == 3 else "")
+            raise ValueError(f"{where}: float `images` must be (N, 3, H, W) RGB, got "
+                             f"{images.shape}{hint}")
+        tensor = torch.from_numpy(images.astype(np.float32))
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"{where}: `images` holds NaN or infinite values")
+    else:
+        raise ValueError(f"{where}: `images` must be uint8 (N, H, W, 3) or float "
+                         f"(N, 3, H, W) in [0, 255], got dtype {images.dtype}; e.g. "
+                         "images.astype(np.uint8) for integer pixels in 0..255")
+    if tuple(tensor.shape[2:]) != size:
+        raise ValueError(f"{where}: images are {tuple(tensor.shape[2:])} (H, W) but the "
+                         f"model's input_size is {size}: resize them to {size} when "
+                         "you write the file, or change input_size (a folder of "
+                         "image files is resized by the model's preprocess instead)")
+    low, high = float(tensor.min()), float(tensor.max())
+    if low < 0 or high > 255:
+        raise ValueError(f"{where}: pixel values must lie in [0, 255] (raw grey levels; "
+                         f"the model's wrapper normalises them), got [{low:.3g}, "
+                         f"{high:.3g}]. Undo any normalisation before saving: e.g. "
+                         "x * std + mean, then * 255")
+    return tensor.contiguous()
+
+
+def _folder_classes(folders: list[Path], classes: Sequence[str], where: str
+                    ) -> dict[str, int]:
+    """Class index of every subfolder name."""
+    names = [f.name for f in folders]
+    if all(name in classes for name in names):
+        return {name: list(classes).index(name) for name in names}
+    if all(name.isdigit() for name in names):
+        return {name: int(name) for name in names}
+    if len(names) > len(classes):
+        raise ValueError(f"{where}: {len(names)} class subfolders but the model has "
+                         f"{len(classes)} classes ({list(classes)[:10]}); name the "
+                         "subfolders by class name or index")
+    return {name: index for index, name in enumerate(sorted(names))}
+
+
+def _load_image_folder(root: Path, classes: Sequence[str], input_size: Sequence[int],
+                       preprocess: Callable[["Image.Image"], torch.Tensor],
+                       where: str) -> tuple[torch.Tensor, np.ndarray]:
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = [p.name for p in root.iterdir() if p.is_file()
+             and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not folders:
+        raise ValueError(f"{where}: no class subfolders; put the images in "
+                         f"<folder>/<class name or index>/ (found {len(loose)} "
+                         "images directly in the folder)")
+    index = _folder_classes(folders, classes, where)
+    size = tuple(int(s) for s in input_size)
+    images, labels = [], []
+    for folder in folders:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()
+                           and p.suffix.lower() in IMAGE_SUFFIXES):
+            image = _open_rgb(path)
+            if image is None:
+                continue
+            tensor = preprocess(image)
+            if tuple(tensor.shape) != (3, *size):
+                raise ValueError(f"{where}: the model's preprocess turned {path} into "
+                                 f"{tuple(tensor.shape)}, not (3, {size[0]}, {size[1]}) "
+                                 "(its input_size): fix preprocess or input_size")
+            images.append(tensor)
+            labels.append(index[folder.name])
+    if not images:
+        raise ValueError(f"{where}: no image files ({', '.join(IMAGE_SUFFIXES)}) in its "
+                         "class subfolders")
+    return torch.stack(images).to(torch.float32), np.asarray(labels, dtype=np.int64)
+
+
+def load_image_source(path: str | os.PathLike, *, classes: Sequence[str],
+                      input_size: Sequence[int],
+                      preprocess: Callable[["Image.Image"], torch.Tensor] | None = None
+                      ) -> ImageSource:
+    """Read and check a reader's labelled images (a model's ``dataset``).
+
+    Parameters
+    ----------
+    path : an ``.npz`` with ``images`` ((N, H, W, 3) uint8, or (N, 3, H, W)
+        float in [0, 255]) and ``labels`` ((N,) int), whose H, W must equal
+        ``input_size`` (no resizing); or a folder of class subfolders
+        ``<path>/<class>/*.png|jpg|...``, each image passed through
+        ``preprocess`` (the model's resize and crop, as for ImageNet folders).
+        A subfolder's class is its position in ``classes`` when every
+        subfolder is named after one, else its name when every name is an
+        integer, else its position among the sorted subfolder names. A
+        relative path is read from the working directory.
+    classes : the model's class names (labels must index them).
+    input_size : (H, W) the model takes.
+
+    Returns
+    -------
+    ImageSource(images, labels, ids, path); ``ids`` are 0..N-1 (the file's
+    order; folders sorted by class folder, then file name).
+
+    Raises
+    ------
+    ValueError : missing path, wrong shape, dtype or range, bad labels; the
+        message says what to fix. Images whose values all lie in [0, 1]
+        give a :class:`localprops.core.checks.UnitRangeWarning` instead.
+    """
+    where = f"images {path}"
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ValueError(f"{where}: not found (from {Path.cwd()}); the model's `dataset` "
+                         f"must name {_SOURCE_HELP}; a relative path is read from the "
+                         "working directory or the model module's folder")
+    if path.is_dir():
+        if preprocess is None:
+            raise ValueError(f"{where}: a folder of image files needs the model's "
+                             "preprocess (PIL image -> (3, H, W) in [0, 255])")
+        images, labels = _load_image_folder(path, classes, input_size, preprocess, where)
+    elif path.suffix.lower() == ".npz":
+        try:
+            archive = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{where}: cannot read it as an .npz ({error})") from error
+        with archive:
+            missing = [key for key in ("images", "labels") if key not in archive.files]
+            if missing:
+                raise ValueError(f"{where}: the .npz has no {' or '.join(missing)} "
+                                 f"array (it holds {archive.files}); save it with "
+                                 "np.savez(path, images=images, labels=labels)")
+            images = _check_source_images(archive["images"], input_size, where)
+            labels = archive["labels"]
+    else:
+        raise ValueError(f"{where}: must be {_SOURCE_HELP}")
+    labels = _check_source_labels(labels, len(images), classes, where)
+    if len(images) == 0:
+        raise ValueError(f"{where}: holds no images")
+    low, high = float(images.min()), float(images.max())
+    if low < 0 or high > 255:
+        raise ValueError(f"{where}: pixel values must lie in [0, 255], got "
+                         f"[{low:.3g}, {high:.3g}]")
+    _checks.warn_if_unit_range(images, name=where)
+    return ImageSource(images, labels, np.arange(len(images), dtype=np.int64), path)

@@ -169,12 +169,24 @@ class AghdamNet(_ThreeStageNet):
                          num_classes=num_classes)
 
 
+class CiresanNoiseNet(CiresanNet):
+    """The Ciresan column again, trained with Gaussian-noise augmentation.
+
+    The same architecture as :class:`CiresanNet`; only its training differs
+    (``--noise-sigma``, see ``weights/gtsrb_weights.json``). The book's
+    Fourier chapter uses it as an intervention: does noise augmentation move
+    a net's sensitivity from high to low frequencies (Yin et al. 2019)?
+    """
+
+
 #: Model name -> class, for the loader and the training script: the paper's
-#: two GTSRB nets, then the four ImageNet families trained on GTSRB
+#: two GTSRB nets, the noise-augmented Ciresan column (an intervention, not a
+#: net of the paper), then the four ImageNet families trained on GTSRB
 #: (:mod:`localprops.models.gtsrb_families`).
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "gtsrb-ciresan": CiresanNet,
     "gtsrb-aghdam": AghdamNet,
+    "gtsrb-ciresan-noise": CiresanNoiseNet,
     **FAMILIES,
 }
 

@@ -290,6 +290,26 @@ def _gtsrb_candidates(spec: models.ModelSpec, threshold: float) -> _Candidates:
                        lambda chosen: images[[position[int(i)] for i in chosen]])
 
 
+def _file_candidates(spec: models.ModelSpec, threshold: float) -> _Candidates:
+    """A reader's images: ``spec.dataset`` names an ``.npz`` or a folder.
+
+    Read and checked by :func:`localprops.models.data.load_image_source`
+    (relative paths from the working directory); an image's dataset index is
+    its position in the file (or in the folder's sorted listing). Not cached:
+    the images are all loaded and classified on every run.
+    """
+    source = data.load_image_source(spec.dataset, classes=spec.classes,
+                                    input_size=spec.input_size,
+                                    preprocess=spec.preprocess)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        passing = select_samples(spec, source.images, source.labels, n=len(source.images),
+                                 threshold=threshold, dataset_indices=source.ids)
+    images = source.images
+    return _Candidates(passing.indices, passing.scores.numpy(), passing.labels.numpy(),
+                       lambda chosen: images[[int(i) for i in chosen]])
+
+
 def _imagenet_candidates(spec: models.ModelSpec, threshold: float, limit: int | None,
                          cache: ResultCache) -> _Candidates:
     """Images of ``$LOCALPROPS_IMAGENET``; the filter's result is cached per model.
@@ -346,7 +366,9 @@ def prepare(names: list[str], *, n_samples: int | Mapping[str, int], threshold: 
 
     Parameters
     ----------
-    names : model names for :func:`localprops.models.load`.
+    names : model names for :func:`localprops.models.load` (``"module:callable"``
+        too: its spec's ``dataset`` names an ``.npz`` or an image folder,
+        read by :func:`localprops.models.data.load_image_source`).
     n_samples : samples per model (fewer, with a note, when not enough pass):
         an int, or a mapping keyed by model name or dataset, e.g.
         ``{"gtsrb": 100, "imagenet": 24}``.
@@ -380,9 +402,13 @@ def prepare(names: list[str], *, n_samples: int | Mapping[str, int], threshold: 
                 candidates = _gtsrb_candidates(spec, threshold)
             elif spec.dataset == "imagenet":
                 candidates = _imagenet_candidates(spec, threshold, imagenet_limit, cache)
+            elif data.is_image_source(spec.dataset):
+                candidates = _file_candidates(spec, threshold)
             else:
                 raise ValueError(f"no candidate images known for dataset {spec.dataset!r}: "
-                                 "build a SampleSet yourself (localprops.models.samples.SampleSet)")
+                                 "set the model's dataset to an .npz file or a folder of "
+                                 "class subfolders, or build a SampleSet yourself "
+                                 "(localprops.models.samples.SampleSet)")
         except (RuntimeError, ValueError, OSError) as error:
             notes.append(f"{name} skipped: {error}")
             continue
@@ -433,6 +459,10 @@ def fitting_images(spec: models.ModelSpec, n: int) -> torch.Tensor:
         return data.images_to_tensor(images)
     if spec.dataset == "imagenet":
         return data.load_imagenet_folder(None, spec.preprocess, limit=n).images
+    if data.is_image_source(spec.dataset):
+        return data.load_image_source(spec.dataset, classes=spec.classes,
+                                      input_size=spec.input_size,
+                                      preprocess=spec.preprocess).images[:n]
     raise ValueError(f"no images known for dataset {spec.dataset!r}")
 
 

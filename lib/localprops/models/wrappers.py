@@ -120,7 +120,8 @@ class ModelSpec:
     feature_layer : name in ``dict(model.named_modules())`` of the layer just
         before the classifier (see the module docstring).
     weights : name of the weights; weights_source : where they came from.
-    dataset : ``"gtsrb"``, ``"imagenet"`` or ``"custom"``.
+    dataset : ``"gtsrb"``, ``"imagenet"``, ``"custom"``, or the path of an ``.npz``
+        or a folder of labelled images (:func:`localprops.models.data.load_image_source`).
     device : where the model lives.
     """
 

@@ -45,14 +45,29 @@ Feature layers (paths inside the wrapped model, hence the ``model.`` prefix)
     (N, C, 1, 1): flatten it (:meth:`ModelSpec.features` does). GTSRB nets:
     ``model.classifier.2``, the activation of the hidden fully connected layer.
 
+    ``"package.module:callable"``
+        A reader's own model (:func:`load_callable`): the callable, imported
+        from the working directory, a folder of ``$LOCALPROPS_MODULE_PATH``
+        or an installed package, returns a :class:`ModelSpec` from
+        :func:`from_module` or the dict of :func:`from_module`'s keyword
+        arguments. Its ``dataset`` may name an ``.npz`` or a folder of
+        images (:func:`localprops.models.data.load_image_source`).
+
 :func:`from_module` wraps a reader's own ``nn.Module`` the same way;
 :func:`available` tells which models load here, and why the others do not.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import inspect
 import json
 import os
+import re
 import socket
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
@@ -65,7 +80,9 @@ from localprops.models.data import (
     as_image_batch,
     file_sha256,
     gtsrb_eval_subset,
+    image_source_digest,
     imagenet_classes,
+    is_image_source,
 )
 from localprops.models.wrappers import (
     ModelSpec,
@@ -82,7 +99,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["ModelSpec", "ModelUnavailableError", "WeightsIntegrityError",
            "Normalized", "ResizeCrop", "load", "from_module", "available",
-           "known_names", "accuracy", "find_feature_layer", "resolve_device"]
+           "known_names", "accuracy", "find_feature_layer", "resolve_device",
+           "load_callable", "is_module_callable", "MODULE_PATH_ENV"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_DIR_ENV = "LOCALPROPS_WEIGHTS_DIR"
@@ -93,6 +111,11 @@ DOWNLOAD_TIMEOUT_S = 10.0
 GTSRB_NAMES = tuple(gtsrb_nets.ARCHITECTURES)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Folders (``os.pathsep``-separated) searched for ``module:callable`` models,
+#: after the working directory; ``python -m localprops.tools.build`` adds the
+#: profile's folder and the folder it was started from.
+MODULE_PATH_ENV = "LOCALPROPS_MODULE_PATH"
+_MODULE_CALLABLE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 
 # ------------------------------------------------------------- the wrapper
@@ -322,6 +345,187 @@ def _load_torchvision(name: str, device: torch.device) -> ModelSpec:
         dataset="imagenet", device=device)
 
 
+# ------------------------------------------------ a reader's module:callable
+_EXAMPLE = ("e.g.\n"
+            "    def build():\n"
+            "        net = MyNet(); net.load_state_dict(torch.load('mynet.pt'))\n"
+            "        return dict(model=net, mean=(0.5,) * 3, std=(0.25,) * 3, "
+            "input_size=(32, 32), classes=['cat', 'dog'], feature_layer='fc1', "
+            "dataset='my_images.npz')")
+
+
+def is_module_callable(name: str) -> bool:
+    """Whether ``name`` has the form ``package.module:callable``."""
+    return isinstance(name, str) and bool(_MODULE_CALLABLE.match(name))
+
+
+def module_search_path() -> list[str]:
+    """Folders a ``module:callable`` is imported from, before ``sys.path``.
+
+    The working directory, then the folders of ``$LOCALPROPS_MODULE_PATH``.
+    """
+    extra = [p for p in os.environ.get(MODULE_PATH_ENV, "").split(os.pathsep) if p]
+    folders: list[str] = []
+    for folder in [os.getcwd(), *extra]:
+        folder = os.path.abspath(folder)
+        if folder not in folders:
+            folders.append(folder)
+    return folders
+
+
+def state_sha256(model: nn.Module) -> str:
+    """sha256 over a model's state dict: names, dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel()
+                      else b"")
+    return digest.hexdigest()
+
+
+def _import_callable(name: str) -> tuple[Callable, Path | None]:
+    """The callable ``name`` names, and the folder of its module's file."""
+    module_name, attr = name.split(":")
+    folders = module_search_path()
+    added = [f for f in folders if f not in sys.path]
+    sys.path[:0] = added
+    try:
+        importlib.invalidate_caches()
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        where = module_name.replace(".", "/")
+        if error.name and module_name.startswith(error.name):
+            raise ModelUnavailableError(
+                f"{name}: no module {module_name!r} to import. Put {where}.py in the "
+                f"working directory ({os.getcwd()}) or in the profile's folder, add "
+                f"its folder to ${MODULE_PATH_ENV}, or install its package; "
+                f"searched {folders} and sys.path") from error
+        raise ModelUnavailableError(
+            f"{name}: importing {module_name!r} failed: {error} (a package the "
+            f"module imports is missing here: install it)") from error
+    except Exception as error:   # a syntax error or a failing line in the module
+        raise ModelUnavailableError(
+            f"{name}: importing {module_name!r} raised {type(error).__name__}: "
+            f"{error}; fix the module") from error
+    finally:
+        for folder in added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(folder)
+    function = getattr(module, attr, None)
+    if function is None:
+        public = sorted(n for n in vars(module) if not n.startswith("_")
+                        and callable(getattr(module, n)))
+        raise ModelUnavailableError(
+            f"{name}: module {module_name!r} ({getattr(module, '__file__', '?')}) "
+            f"has no attribute {attr!r}; its callables: {public[:12]}")
+    if not callable(function):
+        raise TypeError(f"{name}: {module_name}.{attr} is a {type(function).__name__}, "
+                        "not a function; name a function that builds the model")
+    file = getattr(module, "__file__", None)
+    return function, (Path(file).resolve().parent if file else None)
+
+
+def _resolve_dataset(dataset: str, module_dir: Path | None) -> str:
+    """An image source's path, made absolute: the working directory first,
+    then the module's folder, then ``$LOCALPROPS_MODULE_PATH``."""
+    path = Path(dataset).expanduser()
+    if path.is_absolute():
+        return str(path)
+    bases = [Path.cwd()] + ([module_dir] if module_dir else []) + [
+        Path(f) for f in module_search_path()[1:]]
+    for base in bases:
+        if (base / path).exists():
+            return str((base / path).resolve())
+    return str(((module_dir or Path.cwd()) / path).resolve())
+
+
+def load_callable(name: str, device: str | torch.device | None = None) -> ModelSpec:
+    """Load a reader's model named ``"package.module:callable"``.
+
+    The module is imported with the working directory and the folders of
+    ``$LOCALPROPS_MODULE_PATH`` (the build sets it to the profile's folder
+    and the folder the build started from) in front of ``sys.path``, for
+    the import only; an already imported module is reused (restart the
+    kernel after editing it). The callable is called with no arguments, or
+    with ``device=`` when it takes one, and must return either
+
+    * a :class:`ModelSpec` (what :func:`from_module` returns), or
+    * a dict of :func:`from_module`'s keyword arguments, ``model`` included.
+
+    The result is moved to ``device`` with frozen parameters; its ``name``
+    is ``name`` (unless the dict or spec sets one other than ``custom``);
+    its ``weights`` records the sha256 of the model's state dict (and of
+    its image file or folder), so cached results of an older training are
+    not reused. A relative ``dataset`` path is resolved against the working
+    directory, then the module's folder.
+
+    Raises
+    ------
+    ValueError : ``name`` is not ``module:callable``.
+    ModelUnavailableError : the module does not import, lacks the callable,
+        or the callable raises.
+    TypeError : the callable returns something else (the message shows what
+        to return).
+    """
+    if not is_module_callable(name):
+        raise ValueError(f"model {name!r} is not of the form 'package.module:callable' "
+                         "(e.g. 'mymodel:build', with mymodel.py in the working "
+                         "directory)")
+    device = resolve_device(device)
+    function, module_dir = _import_callable(name)
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    takes_device = "device" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    try:
+        result = function(device=device) if takes_device else function()
+    except Exception as error:
+        raise ModelUnavailableError(f"{name}: calling it raised {type(error).__name__}: "
+                                    f"{error}") from error
+    if isinstance(result, dict):
+        accepted = set(inspect.signature(from_module).parameters)
+        unknown = sorted(set(result) - accepted)
+        if "model" not in result or unknown:
+            problem = (f"unknown keys {unknown}" if unknown
+                       else "no 'model' key")
+            raise TypeError(f"{name} returned a dict with {problem}; it takes the "
+                            f"keyword arguments of localprops.models.from_module: "
+                            f"{sorted(accepted)}. {_EXAMPLE}")
+        arguments = {"name": name, **result, "device": device}
+        try:
+            spec = from_module(**arguments)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{name}: from_module rejected what it returned: "
+                              f"{error}") from error
+    elif isinstance(result, ModelSpec):
+        spec = result
+        if spec.name == "custom":
+            spec = dataclasses.replace(spec, name=name)
+    else:
+        raise TypeError(f"{name} returned a {type(result).__name__}; it must return "
+                        "a ModelSpec (localprops.models.from_module(net, ...)) or a "
+                        f"dict of from_module's keyword arguments. {_EXAMPLE}")
+    spec.model.to(device).eval()
+    for parameter in spec.model.parameters():
+        parameter.requires_grad_(False)
+    dataset = spec.dataset
+    weights = f"{spec.weights} (state sha256 {state_sha256(spec.model)[:16]}"
+    if is_image_source(dataset):
+        dataset = _resolve_dataset(str(dataset), module_dir)
+        if os.path.exists(dataset):
+            weights += f"; images sha256 {image_source_digest(dataset)[:16]}"
+    weights += ")"
+    source = f"{spec.weights_source} via {name}" + (
+        f" ({module_dir})" if module_dir else "")
+    return dataclasses.replace(spec, dataset=dataset, weights=weights,
+                               weights_source=source, device=device)
+
+
 def known_names() -> list[str]:
     """Every name :func:`load` accepts."""
     return list(GTSRB_NAMES) + list(EFFICIENTNET_LITE) + _torchvision_names()
@@ -334,7 +538,8 @@ def load(name: str, device: str | torch.device | None = None, *,
     Parameters
     ----------
     name : ``gtsrb-ciresan``, ``gtsrb-aghdam``, ``efficientnet-lite0``,
-        ``efficientnet-lite2`` or a torchvision classification model name.
+        ``efficientnet-lite2``, a torchvision classification model name, or
+        ``"module:callable"`` (:func:`load_callable`).
     device : where to put the model; default CUDA when available, else CPU.
     weights_path : GTSRB nets only: a folder holding ``gtsrb_weights.json``
         and the weights it names (default ``$LOCALPROPS_WEIGHTS_DIR`` or the
@@ -348,12 +553,16 @@ def load(name: str, device: str | torch.device | None = None, *,
     Raises
     ------
     ValueError : unknown name (the message lists the known ones).
-    ModelUnavailableError : weights or packages missing here.
+    ModelUnavailableError : weights or packages missing here (or a
+        ``module:callable`` that does not import or fails).
+    TypeError : a ``module:callable`` that returns the wrong thing.
     WeightsIntegrityError : a GTSRB weights file fails its sha256 check.
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a string, got {type(name).__name__}")
     device = resolve_device(device)
+    if ":" in name:
+        return load_callable(name, device)
     if name in GTSRB_NAMES:
         return _load_gtsrb(name, device, weights_path)
     if name in EFFICIENTNET_LITE:
@@ -438,11 +647,15 @@ def available(names: Sequence[str], device: str | torch.device | None = "cpu"
     """
     specs, reasons = {}, {}
     for name in names:
+        # a reader's module:callable that returns the wrong thing is reported
+        # like a missing model, not raised in the middle of a chapter
+        caught = (RuntimeError, ValueError, OSError) + (
+            (TypeError,) if ":" in str(name) else ())
         try:
             specs[name] = load(name, device=device)
-        except (RuntimeError, ValueError, OSError) as error:
+        except caught as error:
             reasons[name] = (str(error) if isinstance(error, (ModelUnavailableError,
-                                                             ValueError))
+                                                             ValueError, TypeError))
                              else f"{type(error).__name__}: {error}")
     return Availability(specs, reasons)
 

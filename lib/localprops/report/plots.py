@@ -525,3 +525,142 @@ def radius_ratios(studies: Sequence, *, ax: plt.Axes | None = None) -> plt.Axes:
                               label="no random flip up to the cap")], fontsize=7,
               loc="lower right")
     return ax
+
+
+# ------------------------------------------------------ laws of later work (chapter 09)
+def radial_profile_of(values: np.ndarray, radial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of ``values`` (F,) over grid frequencies binned by rounded ``|k|``: (bins, means)."""
+    bins = np.rint(np.asarray(radial)).astype(int)
+    edges = np.unique(bins)
+    return edges, np.array([np.asarray(values)[bins == b].mean() for b in edges])
+
+
+def fourier_heat_maps(maps: Sequence, norm_index: int, *, what: str = "drop",
+                      columns: int = 4) -> plt.Figure:
+    """One Fourier heat map per model at ``norms[norm_index]``, centred (0 in the middle).
+
+    ``what="drop"``: mean over samples of ``|log-odds drop|`` (the size of the
+    response to a single-frequency perturbation, whatever its sign);
+    ``what="error"``: the share of samples misclassified. Each panel has its
+    own colour scale (log for drops), since the models differ by orders of
+    magnitude.
+    """
+    from matplotlib.colors import LogNorm
+
+    if what not in ("drop", "error"):
+        raise ValueError(f"what must be 'drop' or 'error', got {what!r}")
+    fig, axes = _panel_grid(len(maps), columns, 3.3, 3.0, sharey=False)
+    for ax, heat in zip(axes.flat, maps):
+        if what == "drop":
+            values = heat.as_map(np.abs(heat.drops[:, norm_index]).mean(axis=0))
+            norm = LogNorm(vmin=max(values.min(), values.max() * 1e-4), vmax=values.max())
+            label = "mean |log-odds drop|"
+        else:
+            values, norm, label = heat.error_rate_map(norm_index), None, "share misclassified"
+        axis = heat.axis
+        image = ax.imshow(values, origin="lower", norm=norm, cmap="magma",
+                          vmin=0 if what == "error" else None,
+                          vmax=1 if what == "error" else None,
+                          extent=(axis[0] - heat.stride / 2, axis[-1] + heat.stride / 2,
+                                  axis[0] - heat.stride / 2, axis[-1] + heat.stride / 2))
+        ax.set_title(f"{heat.model}\n({len(heat)} samples, grid {len(axis)}x{len(axis)})",
+                     fontsize=8)
+        ax.set_xlabel("frequency j (cycles per image)", fontsize=7)
+        ax.set_ylabel("frequency i", fontsize=7)
+        fig.colorbar(image, ax=ax, shrink=0.8).set_label(label, fontsize=7)
+    fig.suptitle(f"Fourier heat maps, L2 norm {maps[0].norms[norm_index]:g}" if maps else "")
+    return fig
+
+
+def radial_sensitivity(heat, norm_index: int, *, predicted: np.ndarray | None = None,
+                       kernel_power: np.ndarray | None = None,
+                       ax: plt.Axes | None = None) -> plt.Axes:
+    """Where a model's sensitivity lies in frequency, as shares per radial frequency ``|k|``.
+
+    Lines, each normalised to sum 1 over the bins: the measured mean
+    ``|drop|`` (solid), the first-order prediction from the input gradient
+    (``predicted`` (F,), dashed), the first-layer kernels' mean power
+    spectrum (``kernel_power`` (F,) on the same grid, dotted), and the flat
+    spectrum of the paper's uniform noise (grey), which weights every
+    frequency alike.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.4), constrained_layout=True)
+    radial = heat.radial
+    lines = [("measured |log-odds drop|", np.abs(heat.drops[:, norm_index]).mean(axis=0), "-")]
+    if predicted is not None:
+        lines.append(("first order, from the gradient", predicted, "--"))
+    if kernel_power is not None:
+        lines.append(("first-layer kernels' power", kernel_power, ":"))
+    for label, values, style in lines:
+        bins, profile = radial_profile_of(values, radial)
+        ax.plot(bins, profile / profile.sum(), style, label=label)
+    bins, flat = radial_profile_of(np.ones(len(radial)), radial)
+    ax.plot(bins, flat / flat.sum(), color="grey", lw=1, label="uniform noise (flat)")
+    ax.set_yscale("log")
+    ax.set_xlabel("radial frequency |k| (cycles per image)")
+    ax.set_ylabel("share per |k| bin")
+    ax.set_title(heat.model, fontsize=9)
+    ax.legend(fontsize=6)
+    return ax
+
+
+def subspace_ratios(studies: Sequence, *, ax: plt.Axes | None = None) -> plt.Axes:
+    """Random-subspace over full-space DeepFool radius against ``m``, log-log, per model.
+
+    Dots: median over samples (bars: quartiles); dashed: the law ``sqrt(D/m)``
+    of Fawzi et al. (2016) for each model's ``D``.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    for i, study in enumerate(studies):
+        ratios = study.ratios().reshape(len(study.ids), len(study.dims), -1)
+        flat = np.moveaxis(ratios, 1, 0).reshape(len(study.dims), -1)
+        with np.errstate(all="ignore"):
+            q1, med, q3 = (np.array([np.nanquantile(np.where(np.isfinite(r), r, np.nan), q)
+                                     if np.isfinite(r).any() else np.nan for r in flat])
+                           for q in (0.25, 0.5, 0.75))
+        colour = f"C{i % 10}"
+        ax.errorbar(study.dims, med, yerr=[med - q1, q3 - med], fmt="o", ms=4, color=colour,
+                    capsize=2, label=f"{study.model} (D = {study.dimension})")
+        m = np.geomspace(1, study.dimension, 50)
+        ax.plot(m, np.sqrt(study.dimension / m), "--", color=colour, lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("subspace dimension m")
+    ax.set_ylabel("subspace / full-space radius")
+    ax.legend(fontsize=7, title="dashed: sqrt(D / m)", title_fontsize=7)
+    return ax
+
+
+def halfspace_scatter(studies: Sequence, adversarial: Mapping[str, np.ndarray], *,
+                      factor: float = 2.0, columns: int = 4) -> plt.Figure:
+    """Half-space distance fitted to error rates in noise against the adversarial radius.
+
+    One panel per model, one dot per sample (bars: the likelihood-ratio 95%
+    interval of ``d_hat``; triangles: no error at any sigma, so only a lower
+    bound is known, drawn at it). Solid: equality; dotted: within ``factor``.
+    """
+    fig, axes = _panel_grid(len(studies), columns, 3.4, 3.2, sharey=False)
+    for ax, study in zip(axes.flat, studies):
+        d, low, high, usable = study.distances()
+        radius = np.asarray(adversarial[study.model], dtype=np.float64)
+        ok = usable & np.isfinite(radius)
+        ax.errorbar(radius[ok], d[ok], yerr=[d[ok] - low[ok], np.minimum(high[ok], 1e9) - d[ok]],
+                    fmt="o", ms=3, lw=0.6, capsize=0)
+        bound = ~usable & np.isfinite(low) & np.isfinite(radius)
+        if bound.any():
+            ax.scatter(radius[bound], low[bound], marker="^", s=14, color="grey")
+        values = np.concatenate([radius[ok], d[ok], radius[bound], low[bound]])
+        values = values[np.isfinite(values) & (values > 0)]
+        if values.size:
+            span = np.array([values.min() / 1.5, values.max() * 1.5])
+            ax.plot(span, span, "k-", lw=0.8)
+            ax.plot(span, span * factor, "k:", lw=0.8)
+            ax.plot(span, span / factor, "k:", lw=0.8)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel("adversarial L2 radius (grey levels)", fontsize=7)
+        ax.set_ylabel("half-space distance d", fontsize=7)
+        ax.set_title(study.model, fontsize=8)
+    return fig

@@ -69,21 +69,31 @@ def as_table(verdicts: Sequence[Verdict | dict], columns: Sequence[str] = ("clai
     return head + "\n".join(rows)
 
 
-def build_id(chapter: str, profile: str) -> str:
+def loaded_modules() -> list[str]:
+    """The package modules loaded in this interpreter (what its results can depend on)."""
+    import sys
+
+    return sorted(name for name in list(sys.modules)
+                  if name == "localprops" or name.startswith("localprops."))
+
+
+def build_id(chapter: str, profile: str, modules: Sequence[str] | None = None) -> str:
     """The id of the build a chapter's verdicts come from: what they depend on, hashed.
 
-    It covers the package's code (:func:`localprops.core.cache.package_code_version`),
-    the profile's name and, in a source checkout, the profile file and the
-    chapter notebook's code cells (without its parameters cell). A saved row
-    whose id differs from the one computed now is stale: the code, the
-    notebook or the profile changed since it was written.
+    It covers the code of ``modules`` (the package modules the chapter's
+    kernel had loaded when it saved its verdicts; None: every module of the
+    package), the profile's name and, in a source checkout, the profile file
+    and the chapter notebook's code cells (without its parameters cell). A
+    saved row whose id differs from the one computed now is stale: code it
+    ran, the notebook or the profile changed since it was written.
     """
     import hashlib
     import json
 
-    from localprops.core.cache import checkout_root, package_code_version
+    from localprops.core.cache import checkout_root, modules_code_version, package_code_version
 
-    digest = hashlib.sha256(f"{package_code_version()}:{profile}".encode())
+    code = package_code_version() if modules is None else modules_code_version(modules)
+    digest = hashlib.sha256(f"{code}:{profile}".encode())
     root = checkout_root()
     if root is not None:
         profile_file = root / "profiles" / f"{profile}.yml"
@@ -104,8 +114,8 @@ def save_verdicts(verdicts: Sequence[Verdict], chapter: str, profile: str,
     """Write a chapter's verdicts as JSON for the scorecard; returns the path.
 
     Stored under ``<cache>/verdicts/<profile>/<chapter>.json`` with the
-    chapter's :func:`build_id`, so the scorecard shows only rows of the
-    current build.
+    chapter's :func:`build_id` over the package modules loaded now, and their
+    names, so the scorecard shows only rows of the current build.
     """
     import json
     import os
@@ -116,8 +126,10 @@ def save_verdicts(verdicts: Sequence[Verdict], chapter: str, profile: str,
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{chapter}.json")
     tmp = path + ".tmp"
+    modules = loaded_modules()
     with open(tmp, "w") as file:
-        json.dump({"chapter": chapter, "profile": profile, "build": build_id(chapter, profile),
+        json.dump({"chapter": chapter, "profile": profile,
+                   "build": build_id(chapter, profile, modules), "modules": modules,
                    "verdicts": [v.as_dict() for v in verdicts]}, file, indent=1)
     os.replace(tmp, path)
     return path
@@ -138,19 +150,20 @@ def load_verdicts(profile: str, root: str | None = None) -> list[dict]:
             record = json.load(file)
         for verdict in record["verdicts"]:
             rows.append({"chapter": record["chapter"], "build": record.get("build"),
-                         **verdict})
+                         "modules": record.get("modules"), **verdict})
     return rows
 
 
 def split_current(rows: Sequence[dict], profile: str) -> tuple[list[dict], list[dict]]:
     """(rows of the current build, stale rows): compares each row's build id with now's."""
-    current_ids: dict[str, str] = {}
+    current_ids: dict[tuple, str] = {}
     current, stale = [], []
     for row in rows:
-        chapter = row["chapter"]
-        if chapter not in current_ids:
-            current_ids[chapter] = build_id(chapter, profile)
-        (current if row.get("build") == current_ids[chapter] else stale).append(row)
+        modules = row.get("modules")
+        key = (row["chapter"], tuple(modules) if modules is not None else None)
+        if key not in current_ids:
+            current_ids[key] = build_id(row["chapter"], profile, modules)
+        (current if row.get("build") == current_ids[key] else stale).append(row)
     return current, stale
 
 
@@ -210,3 +223,65 @@ def summary_prose(verdicts: Sequence[Verdict]) -> str:
         lines.append("Where they cannot decide: " + "; ".join(
             f"{v.claim} ({reading(v.setting)})" for v in undecided) + ".")
     return "\n".join(lines)
+
+
+#: claim families in the order the book presents them: the paper's claims,
+#: its frequency argument, the questions beyond the paper, then new laws
+CLAIM_FAMILIES = ("C", "F", "B", "L")
+#: cell colours of the verdict grid (colour-blind-safe Okabe-Ito hues, light)
+VERDICT_COLOURS = {SUPPORTED: "#9fd8c4", PARTLY: "#f3dd8c", NOT_SUPPORTED: "#f4a582",
+                   INCONCLUSIVE: "#d9d9d9", LOGICAL: "#c6dbef"}
+
+
+def claim_order(claim: str) -> tuple:
+    """Sort key putting claims in the book's order: C1, C2, ..., C10, F1, ..., B1, ..."""
+    import re
+
+    match = re.fullmatch(r"([A-Za-z]+)(\d+)(.*)", claim.strip())
+    if not match:
+        return (len(CLAIM_FAMILIES), claim, 0, "")
+    family, number, rest = match.groups()
+    rank = CLAIM_FAMILIES.index(family) if family in CLAIM_FAMILIES else len(CLAIM_FAMILIES)
+    return (rank, family, int(number), rest)
+
+
+def verdict_grid(rows: Sequence[dict]):
+    """Claims (natural order) x readings: the verdicts as a pandas DataFrame.
+
+    A cell joins the verdicts of several rows with the same claim and
+    reading by " / "; an empty cell means the claim was not read that way.
+    """
+    import pandas as pd
+
+    grid: dict[str, dict[str, list[str]]] = {}
+    readings: list[str] = []
+    for row in rows:
+        name = reading(row.get("setting"))
+        if name not in readings:
+            readings.append(name)
+        grid.setdefault(row["claim"], {}).setdefault(name, []).append(row["verdict"])
+    claims = sorted(grid, key=claim_order)
+    return pd.DataFrame([[" / ".join(grid[c].get(r, [])) for r in readings] for c in claims],
+                        index=pd.Index(claims, name="claim"),
+                        columns=pd.Index(readings, name="reading"))
+
+
+def style_grid(grid):
+    """The verdict grid coloured by verdict (a pandas Styler for notebooks and the site).
+
+    A cell with several verdicts takes the colour of its first; the legend
+    is :data:`VERDICT_COLOURS`.
+    """
+    def colour(value: str) -> str:
+        first = value.split(" / ")[0] if value else ""
+        return (f"background-color: {VERDICT_COLOURS[first]}; color: black"
+                if first in VERDICT_COLOURS else "")
+
+    return grid.style.map(colour).set_table_styles(
+        [{"selector": "td, th", "props": "border: 1px solid #bbb; padding: 2px 6px;"}])
+
+
+def legend_html() -> str:
+    """A one-line HTML legend of :data:`VERDICT_COLOURS`."""
+    return " ".join(f'<span style="background:{c};color:black;padding:1px 6px;'
+                    f'border:1px solid #bbb">{v}</span>' for v, c in VERDICT_COLOURS.items())

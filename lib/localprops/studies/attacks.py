@@ -216,7 +216,8 @@ class MinimalAttack:
     perturbations: torch.Tensor = field(repr=False)  # (N, C, H, W) on the CPU
 
 
-def _is_wrong(model, x, y, size):
+def is_wrong(model, x, y, size):
+    """Whether ``model`` misclassifies each image of ``x`` (labels ``y``), in chunks of ``size``."""
     def chunk(start: int, stop: int) -> torch.Tensor:
         with torch.no_grad():
             return model(x[start:stop]).argmax(dim=1) != y[start:stop]
@@ -286,12 +287,12 @@ def deepfool(model: nn.Module, images: torch.Tensor, labels, *, norm: str = "l2"
             total = total + _expand(active, step).to(dtype) * step.to(dtype)
             iters += active.long()
         delta = (1 + overshoot) * total
-        found = _is_wrong(model, x + delta, y, size)
+        found = is_wrong(model, x + delta, y, size)
         low = torch.zeros(len(x), dtype=dtype, device=device)
         high = torch.ones(len(x), dtype=dtype, device=device)
         for _ in range(refine_steps):
             mid = (low + high) / 2
-            wrong = _is_wrong(model, x + _expand(mid, x) * delta, y, size)
+            wrong = is_wrong(model, x + _expand(mid, x) * delta, y, size)
             high = torch.where(wrong, mid, high)
             low = torch.where(wrong, low, mid)
         delta = torch.where(_expand(found, x), _expand(high, x) * delta, delta)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from localprops.core.cache import ResultCache, code_version
+from localprops.core.checks import warn_if_unit_range
 from localprops.core.progress import progress_bar
 from localprops.models.samples import SampleSet
 
@@ -41,6 +42,8 @@ def run_units(samples: SampleSet, manifest: Callable[[int], Mapping],
     -------
     (indices of the samples kept, their units, messages for the skipped ones).
     """
+    if len(samples):
+        warn_if_unit_range(samples.images, f"{desc}: the clean samples")
     cache = cache or ResultCache(None)
     version = code_version(study_modules)
     kept, units, skipped = [], [], []

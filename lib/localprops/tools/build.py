@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m localprops.tools.build --profile ci|default|paper
+    python -m localprops.tools.build --profile ci|default|paper|path/to/my.yml
         [--notebooks PATTERN] [--output-dir DIR] [--html-dir DIR]
         [--skip-execute] [--skip-html] [--fail-fast] [--fresh]
 
@@ -26,6 +26,12 @@ Two steps:
    ``--html-dir``, ``_build/html`` by default, whatever the profile: it
    always holds the site built last, and its file ``.localprops-build.json``
    says which profile that was.
+
+A profile given by path (``--profile studies/my.yml``: a value holding ``/``
+or ending in ``.yml``) is named by its file stem and is a scratch build like
+``ci``; its folder and the working directory are added to
+``$LOCALPROPS_MODULE_PATH`` so that the notebooks can import the
+``module:callable`` models it names (:func:`localprops.models.zoo.load_callable`).
 
 Where ``<source>`` is: for the ``default`` profile the repository itself, so
 the executed notebooks land in ``book/`` (they are committed). For any other
@@ -64,6 +70,7 @@ from localprops.tools.profiles import (
     Profile,
     ProfileError,
     available_profiles,
+    is_profile_path,
     load_profile,
 )
 
@@ -179,19 +186,31 @@ def plan_build(profile: str, root: Path | None = None,
     """
     root = (root or repo_root()).resolve()
     all_notebooks = find_notebooks(root)
+    by_path = is_profile_path(profile)
+    if by_path:             # read from the working directory, as the shell would
+        profile = Path(profile).expanduser().resolve()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         loaded = load_profile(profile, root / "profiles",
                               notebooks=[nb.stem for nb in all_notebooks])
     for warning in caught:
         log.warning("%s", warning.message)
+    own = root / "profiles" / f"{loaded.name}.yml"
+    if by_path and own.is_file() and own.resolve() != loaded.path.resolve():
+        raise BuildError(
+            f"profile {loaded.path} has the name {loaded.name!r} (its file stem) of "
+            f"the repository's profile {own}: rename the file, since its name "
+            f"labels the outputs (_build/src-{loaded.name}/, the scorecard)")
+    # only the repository's own default profile writes the committed book/
+    in_place = (loaded.name == DEFAULT_PROFILE
+                and loaded.path.resolve() == own.resolve())
     selected = find_notebooks(root, notebooks)
     if output_dir is None:
-        source_dir = (root if loaded.name == DEFAULT_PROFILE
+        source_dir = (root if in_place
                       else root / "_build" / f"src-{loaded.name}")
     else:
         source_dir = Path(output_dir).resolve()
-    if source_dir == root and loaded.name != DEFAULT_PROFILE:
+    if source_dir == root and not in_place:
         raise BuildError(
             f"refusing to write the {loaded.name!r} profile's notebooks into "
             f"{root / BOOK_DIR}: it holds the committed '{DEFAULT_PROFILE}' "
@@ -263,6 +282,53 @@ def _merge_streams(outputs: list[Any]) -> list[Any]:
     return merged
 
 
+def _assigned_values(source: str) -> dict[str, Any] | None:
+    """``name -> value`` of a cell made only of literal assignments, else None."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    values: dict[str, Any] = {}
+    for node in tree.body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)):
+            return None
+        try:
+            values[node.targets[0].id] = ast.literal_eval(node.value)
+        except ValueError:
+            return None
+    return values
+
+
+def _hide_repeated_parameters(nb: Any) -> None:
+    """Hide papermill's injected cell on the site when it changes no value.
+
+    The notebook's own ``parameters`` cell already shows those values (the
+    default profile's, by a test), so a reader would see the same parameters
+    twice. The cell stays in the notebook (tagged ``remove-cell``, which
+    Jupyter Book leaves out of the page). When the profile does change a
+    value, the injected cell stays visible, headed by a comment saying so.
+    """
+    own = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), None)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" not in tags:
+            continue
+        injected = _assigned_values(cell.source) or {}
+        declared = _assigned_values(own.source) if own is not None else None
+        if declared is not None and all(
+                key in declared and declared[key] == value
+                for key, value in injected.items()):
+            cell.metadata["tags"] = [*tags, "remove-cell"] if "remove-cell" not in tags \
+                else tags
+        elif not cell.source.startswith("# Parameters of profile"):
+            profile = nb.metadata.get("localprops", {}).get("profile", "")
+            cell.source = (f"# Parameters of profile {profile!r}: they replace the "
+                           f"values above for this run\n" + cell.source)
+
+
 def _tidy(nb: Any, profile: str, source: str) -> None:
     """Make an executed notebook depend only on its inputs and outputs.
 
@@ -282,6 +348,7 @@ def _tidy(nb: Any, profile: str, source: str) -> None:
             cell["id"] = "injected-parameters"
         if cell.cell_type == "code":
             cell.outputs = _merge_streams(cell.outputs)
+    _hide_repeated_parameters(nb)
 
 
 def _check_kernel(kernel_name: str) -> None:
@@ -571,6 +638,37 @@ def publish(plan: BuildPlan, report: dict[str, Any]) -> None:
 # -------------------------------------------------------------------- main
 
 
+def _cache_root() -> Path:
+    from localprops.core.cache import cache_dir
+
+    return Path(cache_dir())
+
+
+def cached_units() -> int:
+    """How many finished study units the cache holds (its ``.npz`` files).
+
+    The build logs, per chapter, how many it added: the cache's statistics
+    belong in the log, not in the committed pages, which must not depend on
+    whether a cache was warm.
+    """
+    root = _cache_root()
+    return sum(1 for _ in root.rglob("*.npz")) if root.is_dir() else 0
+
+
+def _export_module_path(profile: Profile) -> None:
+    """Let the notebooks import a profile's ``module:callable`` models.
+
+    The kernels run in ``notebooks/``; prepend the profile's folder and the
+    folder the build started from to ``$LOCALPROPS_MODULE_PATH`` (read by
+    :func:`localprops.models.zoo.load_callable`), which the kernels inherit.
+    """
+    from localprops.models.zoo import MODULE_PATH_ENV
+
+    folders = [str(profile.path.resolve().parent), os.getcwd()]
+    folders += [f for f in os.environ.get(MODULE_PATH_ENV, "").split(os.pathsep) if f]
+    os.environ[MODULE_PATH_ENV] = os.pathsep.join(dict.fromkeys(folders))
+
+
 def build(plan: BuildPlan, execute: bool = True, html: bool = True,
           fail_fast: bool = False, fresh: bool = False,
           kernel_name: str = KERNEL) -> dict[str, Any]:
@@ -594,10 +692,12 @@ def build(plan: BuildPlan, execute: bool = True, html: bool = True,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if execute:
         _check_kernel(kernel_name)
+        _export_module_path(plan.profile)
         failures: list[str] = []
         work_dir = plan.source_dir / "_build" / "papermill"
         for notebook in plan.notebooks:
             destination = plan.source_dir / BOOK_DIR / notebook.name
+            before = cached_units()
             try:
                 seconds = execute_notebook(notebook, destination, plan.profile,
                                            work_dir, kernel_name, plan.root)
@@ -608,8 +708,11 @@ def build(plan: BuildPlan, execute: bool = True, html: bool = True,
                 if fail_fast:
                     break
                 continue
+            computed = cached_units() - before
+            log.info("%s: %d study units computed and cached (the rest read back "
+                     "from %s)", notebook.name, computed, _cache_root())
             report["notebooks"][notebook.stem] = {
-                "status": "ok", "seconds": round(seconds, 1)}
+                "status": "ok", "seconds": round(seconds, 1), "units_computed": computed}
         with contextlib.suppress(OSError):
             work_dir.rmdir()            # only when empty: failures stay
         if failures:
@@ -660,8 +763,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                "others to _build/src-<profile>/. The site goes to "
                "_build/html.")
     parser.add_argument("--profile", default=DEFAULT_PROFILE,
-                        help="profile name (profiles/<name>.yml) "
-                             "[default: %(default)s]")
+                        help="profile name (profiles/<name>.yml), or the path "
+                             "of a profile file (holding '/' or ending in "
+                             ".yml; its name is the file stem, and it builds "
+                             "in _build/src-<stem>) [default: %(default)s]")
     parser.add_argument("--notebooks", metavar="PATTERN",
                         help="execute only these notebooks: globs on the "
                              "name or stem, comma-separated ('01_*')")

@@ -19,12 +19,18 @@ that was renamed) and raises :class:`ProfileError`. Values override whole:
 a mapping in a notebook's block replaces the one in ``common``, it is not
 merged key by key.
 
+A profile may also be given by path (``--profile studies/my.yml``, ``make
+book PROFILE=my.yml``): anything holding ``/`` or ending in ``.yml`` is a
+path (:func:`is_profile_path`), read from the working directory; its name is
+the file stem.
+
 ``python -m localprops.tools.build`` reads the profiles; a reader can also call
 :func:`load_profile` to see what a notebook would receive.
 """
 from __future__ import annotations
 
 import keyword
+import os
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,7 +41,7 @@ import yaml
 
 __all__ = ["COMMON", "PROFILE_KEY", "Profile", "ProfileError",
            "ProfileWarning", "available_profiles", "default_profiles_dir",
-           "load_profile"]
+           "is_profile_path", "load_profile"]
 
 COMMON = "common"
 PROFILE_KEY = "profile"
@@ -207,12 +213,22 @@ def load_profile(name: str | Path, directory: str | Path | None = None,
     return Profile(name=path.stem, path=path, common=common, notebooks=blocks)
 
 
+def is_profile_path(name: str | Path) -> bool:
+    """Whether ``name`` is a profile's path rather than its name.
+
+    A :class:`~pathlib.Path`, or a string holding ``/`` (or the platform's
+    separator) or ending in ``.yml`` / ``.yaml``: ``my.yml``,
+    ``studies/my.yml``; ``ci`` is a name.
+    """
+    text = str(name)
+    return (isinstance(name, Path) or "/" in text or os.sep in text
+            or text.endswith((".yml", ".yaml")))
+
+
 def _resolve(name: str | Path, directory: str | Path | None) -> Path:
     """Return the YAML file of a profile name or path, or raise."""
     text = str(name)
-    looks_like_path = (isinstance(name, Path) or "/" in text
-                       or text.endswith((".yml", ".yaml")))
-    if looks_like_path:
+    if is_profile_path(name):
         path = Path(name)
         if not path.is_file():
             raise ProfileError(f"profile file {path} does not exist")

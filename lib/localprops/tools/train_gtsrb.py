@@ -175,6 +175,21 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return x.clamp(0.0, 255.0)
 
 
+def add_gaussian_noise(x: torch.Tensor, max_sigma: float,
+                       generator: torch.Generator) -> torch.Tensor:
+    """Gaussian-noise augmentation: ``x + sigma_i * N(0, I)``, clipped to [0, 255].
+
+    Each image draws its own ``sigma_i ~ U(0, max_sigma)`` (grey levels), so
+    the net sees clean and noisy images alike (as in Yin et al. 2019 and
+    Ford et al. 2019, where sigma is drawn per image). All draws come from
+    ``generator`` (CPU), so a run is reproducible from its seed.
+    """
+    n = x.shape[0]
+    sigma = max_sigma * torch.rand(n, generator=generator).view(n, 1, 1, 1)
+    noise = torch.randn(x.shape, generator=generator)
+    return (x + (sigma * noise).to(x.device, x.dtype)).clamp(0.0, 255.0)
+
+
 # ----------------------------------------------------------------- training
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images (N, H, W, 3), on [0, 1]."""
@@ -239,6 +254,8 @@ def train(args: argparse.Namespace, arrays: dict[str, np.ndarray],
             x = x_train[rows]
             if args.augment:
                 x = augment_batch(x, generator)
+            if args.noise_sigma:
+                x = add_gaussian_noise(x, args.noise_sigma, generator)
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             y = y_train[rows].to(device)
             for group in optimizer.param_groups:
@@ -359,6 +376,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=200)
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--noise-sigma", type=float, default=0.0,
+                        help="Gaussian-noise augmentation: each image gets noise of "
+                             "std ~ U(0, NOISE_SIGMA) grey levels (0: none)")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--source", choices=("npz", "torchvision"), default="npz")
     parser.add_argument("--data", default=None,
@@ -413,6 +433,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": command_line(argv), "epochs": args.epochs, "seed": args.seed,
         "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
         "label_smoothing": args.label_smoothing, "augment": args.augment,
+        "noise_sigma": args.noise_sigma,
         "source": args.source, "device": str(device), "threads": args.threads,
         "weights_dtype": args.weights_dtype,
         "torch_version": torch.__version__, "python": platform.python_version(),

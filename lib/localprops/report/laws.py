@@ -1,0 +1,304 @@
+"""Laws of later work, measured and judged like the paper's claims (L1-L3).
+
+The paper explains adversarial examples by local properties; three later
+papers turned related intuitions into laws that can be measured per sample:
+
+- **L1** (Fawzi, Moosavi-Dezfooli, Frossard, NeurIPS 2016): the smallest
+  perturbation that flips the class within a random m-dimensional subspace
+  is about ``sqrt(D / m)`` times the adversarial one, when the decision
+  boundary is flat near x: log(ratio) against log(m) has slope -1/2.
+- **L2** (Yin, Gontijo Lopes, Shlens, Cubuk, Gilmer, NeurIPS 2019): training
+  with Gaussian-noise augmentation moves a model's sensitivity from high to
+  low spatial frequencies (its Fourier heat map).
+- **L3** (Ford, Gilmer, Carlini, Cubuk, ICML 2019): if the error set near x
+  were a half-space at distance d, the error rate in Gaussian noise of
+  standard deviation sigma would be ``Phi(-d / sigma)``; the d that fits the
+  measured rates then matches the adversarial distance.
+
+Each function returns :class:`~localprops.report.scorecard.Verdict` rows built
+with the two-step rules of :mod:`localprops.report.rules` (per model: an
+estimate with a 95% interval against a threshold or a band; across models:
+every model must pass), each with a sensitivity line, so the scorecard
+treats them like C1-C10.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from localprops.report import rules
+from localprops.report.rules import Outcome, combine
+from localprops.report.scorecard import Verdict
+
+#: L1: the per-sample slope passes when its median lies within -1/2 +- this
+SLOPE_TOLERANCE = 0.1
+#: L1's alternative tolerance (the sensitivity line)
+SLOPE_TOLERANCE_ALTERNATIVE = 0.2
+#: L3: the half-space distance matches the adversarial one within this factor
+RATIO_FACTOR = 2.0
+RATIO_FACTOR_ALTERNATIVE = 1.5
+
+
+def _row(claim: str, paper: str, measured: str, rule: str, outcomes: Sequence[Outcome], *,
+         verdict: str, setting: str, sensitivity: str = "") -> Verdict:
+    lead = rules.deciding(outcomes)
+    return Verdict(claim, paper, measured, rule, verdict,
+                   models={o.model: o.as_dict() for o in outcomes}, setting=setting,
+                   estimate=None if lead is None else rules.finite_or_none(lead.estimate),
+                   interval=None if lead is None else [rules.finite_or_none(v)
+                                                       for v in lead.interval],
+                   sensitivity=sensitivity)
+
+
+def _texts(outcomes: Sequence[Outcome], fmt: str, extra: Mapping[str, str] | None = None
+           ) -> str:
+    extra = extra or {}
+    return "; ".join(f"{o.model}: {o.text(fmt)}" + (f", {extra[o.model]}" if o.model in extra
+                                                     else "")
+                     + f" ({o.outcome}" + (f": {o.note})" if o.note else ")")
+                     for o in outcomes)
+
+
+# ----------------------------------------------------------------- L1
+def sample_slopes(ratios: np.ndarray, dims: np.ndarray, dimension: int) -> np.ndarray:
+    """Per sample, the least-squares slope of log(ratio) against log(m), m < D.
+
+    ``ratios`` (S, M, repeats) are subspace over full-space radii; repeats
+    are averaged in log space first. A sample needs finite positive ratios
+    at two or more dims below ``D`` (NaN otherwise: no flip found within the
+    cap in a subspace leaves that dim out).
+    """
+    ratios = np.asarray(ratios, dtype=np.float64)
+    dims = np.asarray(dims, dtype=np.float64)
+    keep = dims < dimension
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN rows give NaN
+        logs = np.log(np.where(ratios > 0, ratios, np.nan))
+        logs = np.where(np.isfinite(logs), logs, np.nan)
+        mean = np.nanmean(logs[:, keep], axis=2) if ratios.ndim == 3 else logs[:, keep]
+    x = np.log(dims[keep])
+    out = np.full(len(ratios), np.nan)
+    for s, row in enumerate(mean):                  # per sample: a tiny fit over <= M dims
+        ok = np.isfinite(row)
+        if ok.sum() >= 2:
+            out[s] = np.polyfit(x[ok], row[ok], 1)[0]
+    return out
+
+
+def subspace_claim(studies: Sequence, *, tolerance: float = SLOPE_TOLERANCE,
+                   classes: Mapping[str, int] | None = None) -> list[Verdict]:
+    """L1: the random-subspace radius scales as m^(-1/2) (Fawzi et al. 2016).
+
+    ``studies`` are :class:`localprops.studies.subspace.SubspaceStudy`. Per
+    model, each sample's slope of log(subspace / full-space radius) against
+    log(m) (:func:`sample_slopes`) is computed; the model passes when the
+    median slope's bootstrap 95% interval lies inside ``-1/2 +- tolerance``,
+    fails when it lies entirely outside, and is undecided otherwise (or with
+    fewer than 10 samples with a slope). Supported when every model passes.
+    """
+    if not studies:
+        return []
+    classes = classes or {}
+
+    def outcomes(tol: float) -> list[Outcome]:
+        return [rules.band_outcome(s.model, sample_slopes(s.ratios(), s.dims, s.dimension),
+                                   low=-0.5 - tol, high=-0.5 + tol,
+                                   classes=classes.get(s.model)) for s in studies]
+
+    main = outcomes(tolerance)
+    extra = {}
+    for s in studies:
+        try:
+            slope, (lo, hi) = s.slope()
+            extra[s.model] = (f"slope of the median ratio {slope:.3f} [{lo:.3f}, {hi:.3f}] "
+                              f"over m = {', '.join(str(int(m)) for m in s.dims)} "
+                              f"of D = {s.dimension}")
+        except ValueError as error:
+            extra[s.model] = str(error)
+    alt = SLOPE_TOLERANCE_ALTERNATIVE
+    return [_row(
+        "L1", "(Fawzi et al. 2016) in a random m-dimensional subspace the smallest "
+              "misclassifying perturbation is about sqrt(D/m) times the adversarial one: "
+              "slope -1/2 of log(ratio) against log(m)",
+        "median per-sample slope " + _texts(main, ".3f", extra),
+        f"per model pass when the bootstrap 95% interval of the median per-sample slope lies "
+        f"inside -0.5 +- {tolerance:g}, fail when entirely outside; supported if every "
+        "model passes, partly if some do",
+        main, verdict=combine(main), setting="l2 radius in [0, 255] grey levels; subspace "
+                                             "DeepFool, not clipped",
+        sensitivity=rules.sensitivity({f"tolerance {alt:g}": combine(outcomes(alt)),
+                                       "tolerance 0.05": combine(outcomes(0.05))}))]
+
+
+# ----------------------------------------------------------------- L2
+def band_share(drops: np.ndarray, radial: np.ndarray, cutoff: float) -> np.ndarray:
+    """Per sample, the share of the sensitivity ``|drop|`` at radial frequencies above ``cutoff``.
+
+    ``drops`` (S, F) are log-odds drops at one norm; the absolute value is
+    used because with random signs a first-order drop is positive or
+    negative with equal odds, and both mean the model responds. NaN for a
+    sample with no response at all.
+    """
+    size = np.abs(np.asarray(drops, dtype=np.float64))
+    total = size.sum(axis=1)
+    high = size[:, np.asarray(radial) > cutoff].sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, high / total, np.nan)
+
+
+def band_level(drops: np.ndarray, radial: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Per sample, the mean ``|drop|`` over the frequencies with ``low <= |k| <= high``."""
+    radial = np.asarray(radial)
+    band = (radial >= low) & (radial <= high)
+    return np.abs(np.asarray(drops, dtype=np.float64))[:, band].mean(axis=1)
+
+
+def difference_outcome(label: str, treated: np.ndarray, base: np.ndarray, *,
+                       statistic=np.nanmedian, above: bool, min_count: int = rules.MIN_COUNT,
+                       n_boot: int = 2000, seed: int = 0) -> Outcome:
+    """``statistic(treated) - statistic(base)`` against 0, with a two-sample bootstrap.
+
+    The two models' samples are independent sets, so each is resampled on
+    its own. PASS when the interval lies entirely on the claim's side of 0
+    (above 0 if ``above``, else below), FAIL when entirely on the other
+    side, UNDECIDED when it contains 0 or either model has fewer than
+    ``min_count`` measurable samples.
+    """
+    treated = np.asarray(treated, dtype=np.float64)
+    base = np.asarray(base, dtype=np.float64)
+    treated, base = treated[np.isfinite(treated)], base[np.isfinite(base)]
+    n = min(len(treated), len(base))
+    if n == 0:
+        return Outcome(label, float("nan"), (float("nan"), float("nan")), 0.0, above,
+                       rules.UNDECIDED, 0, 0, None, "no measurable samples")
+    estimate = float(statistic(treated) - statistic(base))
+    rng = np.random.default_rng(seed)
+    boots = np.array([statistic(treated[rng.integers(0, len(treated), len(treated))])
+                      - statistic(base[rng.integers(0, len(base), len(base))])
+                      for _ in range(n_boot)])
+    interval = tuple(float(v) for v in np.quantile(boots, [0.025, 0.975]))
+    if n < min_count:
+        return Outcome(label, estimate, interval, 0.0, above, rules.UNDECIDED, n, n, None,
+                       f"only {n} measurable samples (need {min_count})")
+    lo, hi = interval
+    if above:
+        result = rules.PASS if lo > 0 else rules.FAIL if hi < 0 else rules.UNDECIDED
+    else:
+        result = rules.PASS if hi < 0 else rules.FAIL if lo > 0 else rules.UNDECIDED
+    return Outcome(label, estimate, interval, 0.0, above, result, n, n, None,
+                   "interval contains 0" if result == rules.UNDECIDED else "")
+
+
+def augmentation_claims(base, treated, *, norm_index: int, cutoff: float,
+                        alternatives: Sequence[float] = ()) -> list[Verdict]:
+    """L2: Gaussian-noise augmentation lowers high-frequency and raises low-frequency sensitivity.
+
+    ``base`` and ``treated`` are :class:`localprops.studies.fourier.FourierHeatMap`
+    of one architecture trained without and with noise augmentation, on the
+    same grid and norms. Two rows, at ``norms[norm_index]``:
+
+    - the high-frequency share (:func:`band_share` above ``cutoff``): passes
+      when the difference of medians (treated - base) has its two-sample
+      bootstrap interval entirely below 0, fails when entirely above;
+    - the low-frequency level (mean ``|drop|`` for ``1 <= |k| <= cutoff / 2``)
+      in log: passes when ``log median(treated) - log median(base)`` is
+      entirely above 0, fails when entirely below.
+
+    ``alternatives`` are other cutoffs for the sensitivity line.
+    """
+    label = f"{treated.model} vs {base.model}"
+    r = float(base.norms[norm_index])
+    if (np.shape(base.norms) != np.shape(treated.norms)
+            or not np.allclose(base.norms, treated.norms)
+            or not np.array_equal(base.grid, treated.grid)):
+        raise ValueError("the two heat maps must share their norms and frequency grid")
+
+    def share_outcome(cut: float) -> Outcome:
+        return difference_outcome(label, band_share(treated.drops[:, norm_index],
+                                                    treated.radial, cut),
+                                  band_share(base.drops[:, norm_index], base.radial, cut),
+                                  above=False)
+
+    def level_outcome(cut: float) -> Outcome:
+        def logs(study):
+            level = band_level(study.drops[:, norm_index], study.radial, 1.0, cut / 2)
+            return np.log(np.where(level > 0, level, np.nan))
+        return difference_outcome(label, logs(treated), logs(base), above=True)
+
+    share = share_outcome(cutoff)
+    level = level_outcome(cutoff)
+    setting = (f"l2 norm {r:g} in [0, 255] grey levels; {{what}} of the Fourier heat map; "
+               f"cutoff |k| = {cutoff:g} cycles per image")
+    return [
+        _row("L2", "(Yin et al. 2019) noise augmentation lowers the share of a model's "
+                   "sensitivity at high spatial frequencies",
+             f"{label}: median high-frequency share of |log-odds drop|, treated - base "
+             f"{share.text('+.3f')} ({share.outcome}" + (f": {share.note})" if share.note
+                                                          else ")"),
+             "pass when the two-sample bootstrap 95% interval of the difference of medians "
+             "lies entirely below 0, fail when entirely above; one pair of models",
+             [share], verdict=combine([share]),
+             setting=setting.format(what="high-frequency share"),
+             sensitivity=rules.sensitivity({f"cutoff {c:g}": combine([share_outcome(c)])
+                                            for c in alternatives})),
+        _row("L2", "(Yin et al. 2019) noise augmentation raises a model's sensitivity at low "
+                   "spatial frequencies",
+             f"{label}: log ratio of median low-frequency |log-odds drop| "
+             f"{level.text('+.3f')} ({level.outcome}" + (f": {level.note})" if level.note
+                                                          else ")"),
+             "pass when the two-sample bootstrap 95% interval of log median(treated) - "
+             "log median(base) lies entirely above 0, fail when entirely below",
+             [level], verdict=combine([level]),
+             setting=setting.format(what="low-frequency level"),
+             sensitivity=rules.sensitivity({f"cutoff {c:g}": combine([level_outcome(c)])
+                                            for c in alternatives})),
+    ]
+
+
+# ----------------------------------------------------------------- L3
+def halfspace_claim(studies: Sequence, adversarial: Mapping[str, np.ndarray], *,
+                    factor: float = RATIO_FACTOR,
+                    classes: Mapping[str, int] | None = None) -> list[Verdict]:
+    """L3: the half-space distance fitted to error rates in noise matches the adversarial one.
+
+    ``studies`` are :class:`localprops.studies.halfspace.NoiseErrorStudy`;
+    ``adversarial[model]`` the per-sample L2 adversarial radii (same order).
+    Per model, the median over samples of ``log(d_hat / radius)`` passes when
+    its bootstrap 95% interval lies inside ``+- log(factor)``, fails when
+    entirely outside. Samples without a measurable error rate at any sigma
+    (no estimate) are left out and counted in the text.
+    """
+    if not studies:
+        return []
+    classes = classes or {}
+    logs, extra = {}, {}
+    for s in studies:
+        d, _, _, usable = s.distances()
+        radius = np.asarray(adversarial[s.model], dtype=np.float64)
+        ok = usable & np.isfinite(radius) & (radius > 0) & (d > 0)
+        logs[s.model] = np.where(ok, np.log(np.where(ok, d, 1.0) / np.where(ok, radius, 1.0)),
+                                 np.nan)
+        compared = s.compare(radius)
+        lo, hi = compared["spearman_interval"]
+        extra[s.model] = (f"{int(ok.sum())} of {len(d)} samples with an estimate; Spearman "
+                          f"{compared['spearman']:.2f} [{lo:.2f}, {hi:.2f}]")
+
+    def outcomes(f: float) -> list[Outcome]:
+        return [rules.band_outcome(s.model, logs[s.model], low=-np.log(f), high=np.log(f),
+                                   classes=classes.get(s.model)) for s in studies]
+
+    main = outcomes(factor)
+    return [_row(
+        "L3", "(Ford et al. 2019) the error set near x acts like a half-space: the distance "
+              "d fitted to error rates in Gaussian noise, Phi(-d/sigma), equals the "
+              "adversarial distance",
+        "median log(d_hat / adversarial radius) " + _texts(main, "+.2f", extra),
+        f"per model pass when the bootstrap 95% interval of the median log ratio lies inside "
+        f"+-log {factor:g}, fail when entirely outside; supported if every model passes, "
+        "partly if some do",
+        main, verdict=combine(main),
+        setting="l2 radius in [0, 255] grey levels; Gaussian noise, not clipped",
+        sensitivity=rules.sensitivity({f"factor {f:g}": combine(outcomes(f))
+                                       for f in (RATIO_FACTOR_ALTERNATIVE, 3.0)}))]
