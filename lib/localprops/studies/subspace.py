@@ -38,7 +38,7 @@ from localprops.core.philox import derive_seed, uniform_rows
 from localprops.core.stats import bootstrap_interval
 from localprops.models.samples import SampleSet
 from localprops.models.wrappers import ModelSpec, as_spec
-from localprops.studies.attacks import is_wrong, deepfool
+from localprops.studies.attacks import deepfool, is_wrong
 from localprops.studies.runner import run_units
 
 #: modules (besides the shared ones) whose code determines this study's units
