@@ -14,13 +14,14 @@ export LOCALPROPS_GTSRB LOCALPROPS_IMAGENET
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: book test lint install mathjax bench clean help
+.PHONY: book test lint install mathjax bench student clean help
 
 help:
 	@echo "make book [PROFILE=ci|default|paper|my.yml]  execute the notebooks and render _build/html"
 	@echo "make test                              run the test suite"
 	@echo "make lint                              check lib/, tests/ and notebooks/ with ruff"
 	@echo "make bench                             run the benchmarks (python -m localprops.tools.bench)"
+	@echo "make student                           the chapters without solutions: _build/student/ and _build/student.zip"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +46,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m localprops.tools.bench
+
+student: $(STAMP)
+	$(BIN)/python -m localprops.tools.student --out _build/student --zip _build/student.zip
 
 clean:
 	rm -rf _build

@@ -89,21 +89,46 @@ L1_CASES = {
 @pytest.mark.parametrize("case", L1_CASES)
 def test_l1(case):
     slopes, expected = L1_CASES[case]
-    (row,) = laws.subspace_claim([subspace(s, f"m{i}") for i, s in enumerate(slopes)])
+    (row,) = laws.subspace_claim([subspace(s, f"m{i}") for i, s in enumerate(slopes)],
+                                 center=-0.5)
     assert (row.claim, row.verdict) == ("L1", expected)
 
 
 def test_l1_needs_ten_samples_with_a_slope():
-    (row,) = laws.subspace_claim([subspace(-0.5, lost=np.arange(N) >= 9)])
+    (row,) = laws.subspace_claim([subspace(-0.5, lost=np.arange(N) >= 9)], center=-0.5)
     assert row.verdict == INCONCLUSIVE
     assert row.models["m"]["counted"] == 9 and row.models["m"]["outcome"] == UNDECIDED
 
 
 def test_l1_sensitivity_names_the_alternative_tolerances():
-    (row,) = laws.subspace_claim([subspace(-0.65)])      # outside 0.1, inside 0.2
+    (row,) = laws.subspace_claim([subspace(-0.65)], center=-0.5)   # outside 0.1, inside 0.2
     assert row.verdict == NOT_SUPPORTED
     assert row.sensitivity == "tolerance 0.2: supported; tolerance 0.05: not supported"
-    assert "-0.5 +- 0.1" in row.rule and "slope of the median ratio" in row.measured
+    assert "+- 0.1" in row.rule and "slope of the median ratio" in row.measured
+
+
+def test_the_linear_reference_slope_is_the_beta_law_on_the_grid():
+    """-1/2 for large m; steeper with m = 1 in the grid; checked by simulation."""
+    assert laws.linear_reference_slope([100, 200, 400, 800], 10**6) == pytest.approx(-0.5,
+                                                                                        abs=0.01)
+    dims, d = np.array([1, 4, 16, 64]), 256
+    exact = laws.linear_reference_slope(dims, d)
+    assert exact < -0.52
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(d)
+    logs = []
+    for m in dims:                       # ||w|| / ||P_S w|| for random subspaces, in log
+        q = np.linalg.qr(rng.standard_normal((d, m, 400)).transpose(2, 0, 1))[0]
+        logs.append(np.log(np.linalg.norm(w) / np.linalg.norm(
+            np.einsum("kdm,d->km", q, w), axis=1)).mean())
+    assert np.polyfit(np.log(dims), logs, 1)[0] == pytest.approx(exact, abs=0.03)
+
+
+def test_l1_centres_on_the_reference_by_default():
+    study = subspace(-0.5)
+    centre = laws.linear_reference_slope(study.dims, study.dimension)
+    (row,) = laws.subspace_claim([subspace(centre)])
+    assert row.verdict == SUPPORTED and f"{centre:.3f}" in row.measured
 
 
 def test_l1_without_studies_has_no_row():
@@ -270,4 +295,35 @@ def test_l3_with_too_few_estimates_is_inconclusive():
 def test_l3_sensitivity_names_the_alternative_factors():
     (row,) = laws.halfspace_claim([noise_study()], {"m": 1.8 * DISTANCE})
     assert row.verdict == SUPPORTED                       # log 1.8 < log 2
-    assert row.sensitivity == "factor 1.5: not supported; factor 3: supported"
+    assert row.sensitivity == ("factor 1.5: not supported; factor 3: supported; "
+                               "fit on every sigma: supported")
+
+
+def test_l3_fits_only_the_rates_a_half_space_can_give():
+    """Counts above half the draws are left out; with them the fit is pulled down."""
+    study = noise_study()
+    sigmas = np.asarray(study.sigmas, float)
+    saturated = study.errors.copy()
+    saturated[:, -1] = study.n_draws                      # every draw wrong at the largest sigma
+    broken = NoiseErrorStudy(study.model, study.sigmas, study.n_draws, study.clip, study.ids,
+                             study.labels, saturated)
+    kept, _ = laws.halfspace_fit(broken)
+    every, _ = laws.halfspace_fit(broken, None)
+    clean, _ = laws.halfspace_fit(study)
+    assert np.nanmedian(every) < np.nanmedian(kept)
+    np.testing.assert_allclose(kept, laws.halfspace_fit(NoiseErrorStudy(
+        study.model, sigmas[:-1], study.n_draws, study.clip, study.ids, study.labels,
+        study.errors[:, :-1]))[0])
+    assert np.isfinite(clean).all()
+
+
+def test_a_paired_difference_removes_the_image_to_image_spread():
+    """The same images under two models: a small shift hidden by the spread, seen by pairs."""
+    rng = np.random.default_rng(1)
+    base = rng.normal(0.5, 0.2, 40)
+    treated = base - 0.02 + rng.normal(0, 0.002, 40)
+    assert laws.difference_outcome("x", treated, base, above=False).outcome == UNDECIDED
+    assert laws.difference_outcome("x", treated, base, above=False,
+                                   paired=True).outcome == PASS
+    with pytest.raises(ValueError, match="same images"):
+        laws.difference_outcome("x", treated[:5], base, above=False, paired=True)

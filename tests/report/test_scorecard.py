@@ -333,7 +333,7 @@ def test_summary_prose_lists_claims_disagreements_and_undecided():
         "- **C4** (paper says C4): *not supported* (l2, x2, lip)",
     ]
     disagree = [line for line in lines if "disagree" in line]
-    assert disagree == ["Where our data disagree with the paper: "
+    assert disagree == ["Where our data disagree with the claim tested (the paper's; a later paper's for the L rows): "
                         "C2 (linf, x1, score); C4 (l2, x2, lip)."]
     undecided = [line for line in lines if "cannot decide" in line]
     assert undecided == ["Where they cannot decide: C1 (l2, x10, margin)."]
@@ -343,7 +343,7 @@ def test_summary_prose_lists_claims_disagreements_and_undecided():
 def test_summary_prose_says_nowhere_without_disagreement():
     text = scorecard.summary_prose([row("C1", SUPPORTED), row("C2", PARTLY),
                                     row("C3", LOGICAL)])
-    assert "Where our data disagree with the paper: nowhere in these rows." in text
+    assert "Where our data disagree with the claim tested (the paper's; a later paper's for the L rows): nowhere in these rows." in text
     assert "cannot decide" not in text
     assert text.count("- **") == 3
 

@@ -502,3 +502,46 @@ def test_write_scorecard_without_current_rows_writes_nothing(mini_repo, verdict_
     monkeypatch.setattr(cache, "modules_code_version", lambda names: "code-v2")
     assert lpbuild.write_scorecard(plan) is None              # only stale rows
     assert not target.exists()
+
+
+def _executed(own: str, injected: str, profile: str = "default"):
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    params = new_code_cell(own)
+    params.metadata["tags"] = ["parameters"]
+    cell = new_code_cell(injected)
+    cell.metadata["tags"] = ["injected-parameters"]
+    nb = new_notebook(cells=[params, cell, new_code_cell("print(T)")])
+    nb.metadata["localprops"] = {"profile": profile}
+    return nb
+
+
+def test_an_injected_cell_that_repeats_the_parameters_is_hidden_on_the_site():
+    nb = _executed("T = 40  # perturbations\nmodels = ['a', 'b']\nseed = 0",
+                   "# Parameters\nT = 40\nmodels = [\"a\", \"b\"]\n")
+    lpbuild._hide_repeated_parameters(nb)
+    assert nb.cells[1].metadata["tags"] == ["injected-parameters", "remove-cell"]
+    assert nb.cells[1].source.startswith("# Parameters\n")        # kept in the notebook
+    lpbuild._hide_repeated_parameters(nb)                           # idempotent
+    assert nb.cells[1].metadata["tags"].count("remove-cell") == 1
+
+
+def test_an_injected_cell_that_changes_a_value_stays_visible_and_says_so():
+    nb = _executed("T = 40\nseed = 0", "# Parameters\nT = 6\n", profile="ci")
+    lpbuild._hide_repeated_parameters(nb)
+    assert "remove-cell" not in nb.cells[1].metadata["tags"]
+    assert nb.cells[1].source.startswith("# Parameters of profile 'ci'")
+    lpbuild._hide_repeated_parameters(nb)
+    assert nb.cells[1].source.count("# Parameters of profile") == 1
+    unparsable = _executed("T = compute()", "# Parameters\nT = 6\n")
+    lpbuild._hide_repeated_parameters(unparsable)                   # not literal: shown
+    assert "remove-cell" not in unparsable.cells[1].metadata["tags"]
+
+
+def test_cached_units_counts_the_cache_files_for_the_build_log(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCALPROPS_CACHE", str(tmp_path / "cache"))
+    assert lpbuild.cached_units() == 0                               # no folder yet
+    (tmp_path / "cache" / "ab").mkdir(parents=True)
+    for name in ("ab/1.npz", "2.npz", "ab/verdicts.json"):
+        (tmp_path / "cache" / name).write_bytes(b"x")
+    assert lpbuild.cached_units() == 2

@@ -87,14 +87,38 @@ def sample_slopes(ratios: np.ndarray, dims: np.ndarray, dimension: int) -> np.nd
     return out
 
 
+def linear_reference_slope(dims: Sequence[int], dimension: int) -> float:
+    """The slope L1 expects on this grid: that of a linear classifier, exactly.
+
+    For a linear binary classifier the ratio in a uniformly random subspace
+    is ``B^(-1/2)`` with ``B ~ Beta(m/2, (D-m)/2)``, so
+    ``E log(ratio) = -(psi(m/2) - psi(D/2)) / 2`` (``psi`` the digamma
+    function). Its least-squares slope against ``log m`` over the dims below
+    ``D`` is the flat-boundary law's prediction for a per-sample slope on
+    this grid: -1/2 for large ``m``, steeper when small ``m`` (whose ratio
+    has a heavy tail) are in the grid (about -0.57 for m = 1 ... 975 of 3072).
+    """
+    from scipy.special import digamma
+
+    dims = np.asarray(dims, dtype=np.float64)
+    dims = dims[dims < dimension]
+    if len(dims) < 2:
+        raise ValueError(f"need two dims below D = {dimension}, got {dims.tolist()}")
+    expected = -0.5 * (digamma(dims / 2) - digamma(dimension / 2))
+    return float(np.polyfit(np.log(dims), expected, 1)[0])
+
+
 def subspace_claim(studies: Sequence, *, tolerance: float = SLOPE_TOLERANCE,
+                   center: float | None = None,
                    classes: Mapping[str, int] | None = None) -> list[Verdict]:
     """L1: the random-subspace radius scales as m^(-1/2) (Fawzi et al. 2016).
 
     ``studies`` are :class:`localprops.studies.subspace.SubspaceStudy`. Per
     model, each sample's slope of log(subspace / full-space radius) against
     log(m) (:func:`sample_slopes`) is computed; the model passes when the
-    median slope's bootstrap 95% interval lies inside ``-1/2 +- tolerance``,
+    median slope's bootstrap 95% interval lies inside ``center +- tolerance``,
+    ``center`` being the exact linear-classifier slope on the model's grid
+    (:func:`linear_reference_slope`; -1/2 asymptotically) unless given,
     fails when it lies entirely outside, and is undecided otherwise (or with
     fewer than 10 samples with a slope). Supported when every model passes.
     """
@@ -102,9 +126,12 @@ def subspace_claim(studies: Sequence, *, tolerance: float = SLOPE_TOLERANCE,
         return []
     classes = classes or {}
 
+    centers = {s.model: (center if center is not None
+                         else linear_reference_slope(s.dims, s.dimension)) for s in studies}
+
     def outcomes(tol: float) -> list[Outcome]:
         return [rules.band_outcome(s.model, sample_slopes(s.ratios(), s.dims, s.dimension),
-                                   low=-0.5 - tol, high=-0.5 + tol,
+                                   low=centers[s.model] - tol, high=centers[s.model] + tol,
                                    classes=classes.get(s.model)) for s in studies]
 
     main = outcomes(tolerance)
@@ -112,7 +139,8 @@ def subspace_claim(studies: Sequence, *, tolerance: float = SLOPE_TOLERANCE,
     for s in studies:
         try:
             slope, (lo, hi) = s.slope()
-            extra[s.model] = (f"slope of the median ratio {slope:.3f} [{lo:.3f}, {hi:.3f}] "
+            extra[s.model] = (f"linear-classifier slope on this grid {centers[s.model]:.3f}; "
+                              f"slope of the median ratio {slope:.3f} [{lo:.3f}, {hi:.3f}] "
                               f"over m = {', '.join(str(int(m)) for m in s.dims)} "
                               f"of D = {s.dimension}")
         except ValueError as error:
@@ -124,8 +152,9 @@ def subspace_claim(studies: Sequence, *, tolerance: float = SLOPE_TOLERANCE,
               "slope -1/2 of log(ratio) against log(m)",
         "median per-sample slope " + _texts(main, ".3f", extra),
         f"per model pass when the bootstrap 95% interval of the median per-sample slope lies "
-        f"inside -0.5 +- {tolerance:g}, fail when entirely outside; supported if every "
-        "model passes, partly if some do",
+        f"inside the linear-classifier slope on the same grid (Beta law; -0.5 for large m) "
+        f"+- {tolerance:g}, fail when entirely outside; supported if every model passes, "
+        "partly if some do",
         main, verdict=combine(main), setting="l2 radius in [0, 255] grey levels; subspace "
                                              "DeepFool, not clipped",
         sensitivity=rules.sensitivity({f"tolerance {alt:g}": combine(outcomes(alt)),
@@ -157,27 +186,39 @@ def band_level(drops: np.ndarray, radial: np.ndarray, low: float, high: float) -
 
 def difference_outcome(label: str, treated: np.ndarray, base: np.ndarray, *,
                        statistic=np.nanmedian, above: bool, min_count: int = rules.MIN_COUNT,
-                       n_boot: int = 2000, seed: int = 0) -> Outcome:
+                       n_boot: int = 2000, seed: int = 0, paired: bool = False) -> Outcome:
     """``statistic(treated) - statistic(base)`` against 0, with a two-sample bootstrap.
 
-    The two models' samples are independent sets, so each is resampled on
-    its own. PASS when the interval lies entirely on the claim's side of 0
+    Unpaired (default), the two models' samples are independent sets and
+    each is resampled on its own; ``paired`` (the same images, in the same
+    order, for both) resamples the pairs together, which removes the
+    image-to-image spread from the difference. PASS when the interval lies entirely on the claim's side of 0
     (above 0 if ``above``, else below), FAIL when entirely on the other
     side, UNDECIDED when it contains 0 or either model has fewer than
     ``min_count`` measurable samples.
     """
     treated = np.asarray(treated, dtype=np.float64)
     base = np.asarray(base, dtype=np.float64)
-    treated, base = treated[np.isfinite(treated)], base[np.isfinite(base)]
+    if paired:
+        if treated.shape != base.shape:
+            raise ValueError("paired samples need arrays of one shape (the same images)")
+        both = np.isfinite(treated) & np.isfinite(base)
+        treated, base = treated[both], base[both]
+    else:
+        treated, base = treated[np.isfinite(treated)], base[np.isfinite(base)]
     n = min(len(treated), len(base))
     if n == 0:
         return Outcome(label, float("nan"), (float("nan"), float("nan")), 0.0, above,
                        rules.UNDECIDED, 0, 0, None, "no measurable samples")
     estimate = float(statistic(treated) - statistic(base))
     rng = np.random.default_rng(seed)
-    boots = np.array([statistic(treated[rng.integers(0, len(treated), len(treated))])
-                      - statistic(base[rng.integers(0, len(base), len(base))])
-                      for _ in range(n_boot)])
+    if paired:
+        picks = [rng.integers(0, n, n) for _ in range(n_boot)]
+        boots = np.array([statistic(treated[p]) - statistic(base[p]) for p in picks])
+    else:
+        boots = np.array([statistic(treated[rng.integers(0, len(treated), len(treated))])
+                          - statistic(base[rng.integers(0, len(base), len(base))])
+                          for _ in range(n_boot)])
     interval = tuple(float(v) for v in np.quantile(boots, [0.025, 0.975]))
     if n < min_count:
         return Outcome(label, estimate, interval, 0.0, above, rules.UNDECIDED, n, n, None,
@@ -210,6 +251,7 @@ def augmentation_claims(base, treated, *, norm_index: int, cutoff: float,
     """
     label = f"{treated.model} vs {base.model}"
     r = float(base.norms[norm_index])
+    paired = bool(len(base.ids) == len(treated.ids) and np.array_equal(base.ids, treated.ids))
     if (np.shape(base.norms) != np.shape(treated.norms)
             or not np.allclose(base.norms, treated.norms)
             or not np.array_equal(base.grid, treated.grid)):
@@ -219,13 +261,13 @@ def augmentation_claims(base, treated, *, norm_index: int, cutoff: float,
         return difference_outcome(label, band_share(treated.drops[:, norm_index],
                                                     treated.radial, cut),
                                   band_share(base.drops[:, norm_index], base.radial, cut),
-                                  above=False)
+                                  above=False, paired=paired)
 
     def level_outcome(cut: float) -> Outcome:
         def logs(study):
             level = band_level(study.drops[:, norm_index], study.radial, 1.0, cut / 2)
             return np.log(np.where(level > 0, level, np.nan))
-        return difference_outcome(label, logs(treated), logs(base), above=True)
+        return difference_outcome(label, logs(treated), logs(base), above=True, paired=paired)
 
     share = share_outcome(cutoff)
     level = level_outcome(cutoff)
@@ -237,8 +279,9 @@ def augmentation_claims(base, treated, *, norm_index: int, cutoff: float,
              f"{label}: median high-frequency share of |log-odds drop|, treated - base "
              f"{share.text('+.3f')} ({share.outcome}" + (f": {share.note})" if share.note
                                                           else ")"),
-             "pass when the two-sample bootstrap 95% interval of the difference of medians "
-             "lies entirely below 0, fail when entirely above; one pair of models",
+             f"pass when the {'paired' if paired else 'two-sample'} bootstrap 95% interval of "
+             "the difference of medians lies entirely below 0, fail when entirely above; one "
+             "pair of models",
              [share], verdict=combine([share]),
              setting=setting.format(what="high-frequency share"),
              sensitivity=rules.sensitivity({f"cutoff {c:g}": combine([share_outcome(c)])
@@ -248,8 +291,9 @@ def augmentation_claims(base, treated, *, norm_index: int, cutoff: float,
              f"{label}: log ratio of median low-frequency |log-odds drop| "
              f"{level.text('+.3f')} ({level.outcome}" + (f": {level.note})" if level.note
                                                           else ")"),
-             "pass when the two-sample bootstrap 95% interval of log median(treated) - "
-             "log median(base) lies entirely above 0, fail when entirely below",
+             f"pass when the {'paired' if paired else 'two-sample'} bootstrap 95% interval of "
+             "log median(treated) - log median(base) lies entirely above 0, fail when "
+             "entirely below",
              [level], verdict=combine([level]),
              setting=setting.format(what="low-frequency level"),
              sensitivity=rules.sensitivity({f"cutoff {c:g}": combine([level_outcome(c)])
@@ -258,8 +302,32 @@ def augmentation_claims(base, treated, *, norm_index: int, cutoff: float,
 
 
 # ----------------------------------------------------------------- L3
+def halfspace_fit(study, max_rate: float | None = 0.5
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample (S,), the half-space distance fitted to the counts with rate <= ``max_rate``.
+
+    A half-space at distance ``d > 0`` gives error rates ``Phi(-d/sigma) < 1/2``
+    at every sigma, so counts above half the draws lie outside the model
+    (several error half-spaces, a bounded region of correct points) and are
+    left out of the fit by default; ``max_rate=None`` fits every sigma.
+    Returns ``(d_hat, usable)`` (:func:`localprops.studies.halfspace.halfspace_distance`).
+    """
+    from localprops.studies.halfspace import halfspace_distance
+
+    d = np.full(len(study.errors), np.nan)
+    usable = np.zeros(len(study.errors), bool)
+    sigmas = np.asarray(study.sigmas, dtype=np.float64)
+    for s, row in enumerate(np.asarray(study.errors)):
+        keep = (np.ones_like(row, bool) if max_rate is None
+                else row <= max_rate * study.n_draws)
+        if keep.sum() == 0:
+            continue
+        d[s], _, usable[s] = halfspace_distance(row[keep], study.n_draws, sigmas[keep])
+    return d, usable
+
+
 def halfspace_claim(studies: Sequence, adversarial: Mapping[str, np.ndarray], *,
-                    factor: float = RATIO_FACTOR,
+                    factor: float = RATIO_FACTOR, max_rate: float | None = 0.5,
                     classes: Mapping[str, int] | None = None) -> list[Verdict]:
     """L3: the half-space distance fitted to error rates in noise matches the adversarial one.
 
@@ -267,38 +335,47 @@ def halfspace_claim(studies: Sequence, adversarial: Mapping[str, np.ndarray], *,
     ``adversarial[model]`` the per-sample L2 adversarial radii (same order).
     Per model, the median over samples of ``log(d_hat / radius)`` passes when
     its bootstrap 95% interval lies inside ``+- log(factor)``, fails when
-    entirely outside. Samples without a measurable error rate at any sigma
-    (no estimate) are left out and counted in the text.
+    entirely outside. ``d_hat`` is fitted to the sigmas whose error rate is
+    at most ``max_rate`` (:func:`halfspace_fit`; the half-space model cannot
+    give more than 1/2); the sensitivity line refits on every sigma. Samples
+    without a measurable error rate (no estimate) are left out and counted.
     """
     if not studies:
         return []
     classes = classes or {}
-    logs, extra = {}, {}
-    for s in studies:
-        d, _, _, usable = s.distances()
-        radius = np.asarray(adversarial[s.model], dtype=np.float64)
+    def log_ratios(study, rate) -> np.ndarray:
+        d, usable = halfspace_fit(study, rate)
+        radius = np.asarray(adversarial[study.model], dtype=np.float64)
         ok = usable & np.isfinite(radius) & (radius > 0) & (d > 0)
-        logs[s.model] = np.where(ok, np.log(np.where(ok, d, 1.0) / np.where(ok, radius, 1.0)),
-                                 np.nan)
-        compared = s.compare(radius)
-        lo, hi = compared["spearman_interval"]
-        extra[s.model] = (f"{int(ok.sum())} of {len(d)} samples with an estimate; Spearman "
-                          f"{compared['spearman']:.2f} [{lo:.2f}, {hi:.2f}]")
+        return np.where(ok, np.log(np.where(ok, d, 1.0) / np.where(ok, radius, 1.0)), np.nan)
 
-    def outcomes(f: float) -> list[Outcome]:
-        return [rules.band_outcome(s.model, logs[s.model], low=-np.log(f), high=np.log(f),
+    logs = {s.model: log_ratios(s, max_rate) for s in studies}
+    extra = {}
+    for s in studies:
+        compared = s.compare(np.asarray(adversarial[s.model], dtype=np.float64))
+        lo, hi = compared["spearman_interval"]
+        extra[s.model] = (f"{int(np.isfinite(logs[s.model]).sum())} of {len(s.errors)} samples "
+                          f"with an estimate; Spearman (all sigmas) {compared['spearman']:.2f} "
+                          f"[{lo:.2f}, {hi:.2f}]")
+
+    def outcomes(f: float, values=None) -> list[Outcome]:
+        values = values or logs
+        return [rules.band_outcome(s.model, values[s.model], low=-np.log(f), high=np.log(f),
                                    classes=classes.get(s.model)) for s in studies]
 
+    every_sigma = {s.model: log_ratios(s, None) for s in studies}
     main = outcomes(factor)
     return [_row(
         "L3", "(Ford et al. 2019) the error set near x acts like a half-space: the distance "
               "d fitted to error rates in Gaussian noise, Phi(-d/sigma), equals the "
               "adversarial distance",
         "median log(d_hat / adversarial radius) " + _texts(main, "+.2f", extra),
-        f"per model pass when the bootstrap 95% interval of the median log ratio lies inside "
-        f"+-log {factor:g}, fail when entirely outside; supported if every model passes, "
-        "partly if some do",
+        f"d_hat fitted to the sigmas with error rate <= {max_rate:g} (a half-space gives at "
+        f"most 1/2); per model pass when the bootstrap 95% interval of the median log ratio "
+        f"lies inside +-log {factor:g}, fail when entirely outside; supported if every model "
+        "passes, partly if some do",
         main, verdict=combine(main),
         setting="l2 radius in [0, 255] grey levels; Gaussian noise, not clipped",
-        sensitivity=rules.sensitivity({f"factor {f:g}": combine(outcomes(f))
-                                       for f in (RATIO_FACTOR_ALTERNATIVE, 3.0)}))]
+        sensitivity=rules.sensitivity({
+            **{f"factor {f:g}": combine(outcomes(f)) for f in (RATIO_FACTOR_ALTERNATIVE, 3.0)},
+            "fit on every sigma": combine(outcomes(factor, every_sigma))}))]

@@ -216,7 +216,8 @@ def summary_prose(verdicts: Sequence[Verdict]) -> str:
     against = [v for v in verdicts if v.verdict == NOT_SUPPORTED]
     undecided = [v for v in verdicts if v.verdict == INCONCLUSIVE]
     lines.append("")
-    lines.append("Where our data disagree with the paper: " + (
+    lines.append("Where our data disagree with the claim tested (the paper's; a later "
+                 "paper's for the L rows): " + (
         "; ".join(f"{v.claim} ({reading(v.setting)})" for v in against) + "."
         if against else "nowhere in these rows.") + "\n")
     if undecided:

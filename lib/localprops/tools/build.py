@@ -26,6 +26,10 @@ Two steps:
    ``--html-dir``, ``_build/html`` by default, whatever the profile: it
    always holds the site built last, and its file ``.localprops-build.json``
    says which profile that was.
+   Before it, plotly's own ``plotly.min.js`` (from the installed plotly
+   package) is copied into the vendored folder of ``html_extra_path``
+   (:func:`vendor_plotly`), so that the static explorer's figures draw
+   offline, like MathJax.
 
 A profile given by path (``--profile studies/my.yml``: a value holding ``/``
 or ending in ``.yml``) is named by its file stem and is a scratch build like
@@ -50,7 +54,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import filecmp
 import fnmatch
+import importlib.util
 import json
 import logging
 import os
@@ -76,7 +82,7 @@ from localprops.tools.profiles import (
 
 __all__ = ["BuildError", "BuildPlan", "build", "build_book",
            "declared_parameters", "execute_notebook", "find_notebooks",
-           "main", "plan_build", "toc_files"]
+           "main", "plan_build", "plotly_bundle", "toc_files", "vendor_plotly"]
 
 log = logging.getLogger("localprops.tools.build")
 
@@ -88,6 +94,9 @@ KERNEL = "python3"
 # papermill metadata worth keeping in a committed notebook (no times, no paths)
 KEEP_PAPERMILL_KEYS = ("parameters", "default_parameters", "version",
                        "exception")
+# where the site serves plotly.js, relative to its root: the static explorer's
+# pages (localprops.report.static_explorer.PLOTLY_SRC) load it from there
+PLOTLY_SITE_PATH = "_static/plotly/plotly.min.js"
 
 
 class BuildError(RuntimeError):
@@ -544,6 +553,67 @@ def check_mathjax(root: Path) -> None:
             "LOCALPROPS_MATHJAX_CDN=1 for a preview that loads it online")
 
 
+def plotly_bundle() -> Path | None:
+    """The ``plotly.min.js`` that ships inside the installed plotly package, or None."""
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        bundle = Path(folder) / "package_data" / "plotly.min.js"
+        if bundle.is_file():
+            return bundle
+    return None
+
+
+def _vendor_folder(root: Path, extra: list[str]) -> Path | None:
+    """The ``html_extra_path`` folder that receives vendored files.
+
+    One named ``plotly`` if listed, else the first one under ``<root>/_build``
+    (generated, like the vendored MathJax), never a folder of tracked sources.
+    """
+    folders = [Path(entry) if Path(entry).is_absolute() else root / entry
+               for entry in extra]
+    named = [f for f in folders if f.name == "plotly"]
+    if named:
+        return named[0]
+    build = (root / "_build").resolve()
+    generated = [f for f in folders if f.resolve().is_relative_to(build)]
+    return generated[0] if generated else None
+
+
+def vendor_plotly(root: Path, bundle: Path | None = None) -> Path | None:
+    """Copy plotly's own bundled plotly.js to where the site serves it.
+
+    Like MathJax (``scripts/fetch_mathjax.sh``), plotly.js must come from the
+    site, not a CDN: the file that ships in the plotly package
+    (``plotly/package_data/plotly.min.js``, the version its figures are
+    written for) is copied to ``<folder>/_static/plotly/plotly.min.js`` in an
+    ``html_extra_path`` folder of ``_config.yml`` (see :func:`_vendor_folder`),
+    so the site serves it at :data:`PLOTLY_SITE_PATH`. Copied only when
+    missing or different. Returns the copy, or None (with a warning) when
+    plotly is not installed or no such folder is configured.
+    """
+    config = yaml.safe_load((root / "_config.yml").read_text("utf-8")) or {}
+    settings = (config.get("sphinx") or {}).get("config") or {}
+    folder = _vendor_folder(root, list(settings.get("html_extra_path") or []))
+    if folder is None:
+        log.warning("plotly.js not vendored: _config.yml lists no html_extra_path "
+                    "folder under _build/ (or named plotly) to serve it from")
+        return None
+    bundle = bundle or plotly_bundle()
+    if bundle is None or not Path(bundle).is_file():
+        log.warning("plotly.js not vendored: plotly is not installed (pip install -e "
+                    "'.[book]'); pages with a static explorer will not draw it")
+        return None
+    target = folder / PLOTLY_SITE_PATH
+    if target.is_file() and filecmp.cmp(bundle, target, shallow=False):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(bundle, target)
+    log.info("plotly.js vendored: %s -> %s", bundle, target)
+    return target
+
+
 def _read_stamp(html_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads((html_dir / STAMP).read_text("utf-8"))
@@ -685,6 +755,7 @@ def build(plan: BuildPlan, execute: bool = True, html: bool = True,
              plan.profile.path, plan.source_dir)
     if html:
         check_mathjax(plan.root)
+        vendor_plotly(plan.root)
     prepare_source(plan)
     report: dict[str, Any] = {
         "profile": plan.profile.name, "source": str(plan.source_dir),
