@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -44,6 +45,20 @@ class TinyConvNet(nn.Module):
 def tiny_net() -> nn.Module:
     torch.manual_seed(0)
     return TinyConvNet().eval()
+
+
+class Affine(nn.Module):
+    """Logits ``W (x - 128) / 255 + b`` in float64: every boundary is a hyperplane."""
+
+    def __init__(self, shape, classes: int = 2, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        d = int(np.prod(shape))
+        self.weight = nn.Parameter(torch.randn(classes, d, generator=g, dtype=torch.float64))
+        self.bias = nn.Parameter(torch.zeros(classes, dtype=torch.float64))
+
+    def forward(self, x):
+        return (x.double().flatten(1) - 128.0) / 255.0 @ self.weight.T + self.bias
 
 
 class SmoothNet(nn.Module):

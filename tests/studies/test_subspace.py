@@ -4,9 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from conftest import SmoothNet, spec_of
+from conftest import Affine, SmoothNet, spec_of
 from localprops.core.cache import ResultCache
 from localprops.models.samples import SampleSet
 from localprops.studies import attacks
@@ -24,20 +23,6 @@ def one_thread():
     yield
     torch.set_num_threads(threads[0])
     numba.set_num_threads(threads[1])
-
-
-class Affine(nn.Module):
-    """Logits ``W (x - 128) / 255 + b``: every boundary is a hyperplane."""
-
-    def __init__(self, shape, classes: int = 2, seed: int = 0) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        d = int(np.prod(shape))
-        self.weight = nn.Parameter(torch.randn(classes, d, generator=g, dtype=torch.float64))
-        self.bias = nn.Parameter(torch.zeros(classes, dtype=torch.float64))
-
-    def forward(self, x):
-        return (x.double().flatten(1) - 128.0) / 255.0 @ self.weight.T + self.bias
 
 
 def images(n=3, shape=(3, 4, 4), seed=0, dtype=torch.float64):
