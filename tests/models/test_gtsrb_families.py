@@ -52,24 +52,34 @@ def test_depth_of_the_sequential_families():
         assert cls.DEPTH > 0, name
 
 
-@pytest.mark.parametrize("factory, side", [(torchvision.models.alexnet, 1),
-                                           (torchvision.models.vgg11_bn, 2)])
-def test_last_feature_map_at_64x64_is_what_the_pool_change_assumes(factory, side):
-    """AlexNet's map is 1x1 (the 6x6 pool only copies it), VGG's 2x2."""
+@pytest.mark.parametrize("factory, size, side", [(torchvision.models.alexnet, 64, 1),
+                                                 (torchvision.models.alexnet, 96, 2),
+                                                 (torchvision.models.vgg11_bn, 64, 2)])
+def test_last_feature_map_is_what_the_pool_change_assumes(factory, size, side):
+    """AlexNet's map is 1x1 at 64x64 (hence 96x96) and 2x2 at 96x96; VGG's 2x2 at 64x64."""
     features = factory(weights=None).features.eval()
     with torch.no_grad():
-        out = features(torch.randn(1, 3, 64, 64))
+        out = features(torch.randn(1, 3, size, size))
     assert out.shape[-2:] == (side, side)
 
 
+def test_each_family_upsamples_to_its_stated_side(family):
+    name, net = family
+    expected = {"gtsrb-alexnet": gtsrb_families.ALEXNET_SIZE}.get(name, gtsrb_families.FAMILY_SIZE)
+    assert net.upsample.size == (expected, expected)
+
+
 def test_alexnet_pool_change_keeps_the_function_class():
-    """An FC over 36 copies of the 1x1 map is an FC over the map (summed weights)."""
+    """An FC over the 6x6 pool's copies of the 2x2 map is an FC over the map (summed weights)."""
     torch.manual_seed(1)
-    z = torch.randn(4, 256, 1, 1)
+    z = torch.randn(4, 256, 2, 2)
     wide = nn.Linear(256 * 36, 7)
     copies = nn.AdaptiveAvgPool2d((6, 6))(z).flatten(1)
-    narrow = nn.Linear(256, 7)
+    narrow = nn.Linear(256 * 4, 7)
     with torch.no_grad():
-        narrow.weight.copy_(wide.weight.reshape(7, 256, 36).sum(-1))
+        blocks = wide.weight.reshape(7, 256, 2, 3, 2, 3).sum(dim=(3, 5))
+        narrow.weight.copy_(blocks.reshape(7, 256 * 4))
         narrow.bias.copy_(wide.bias)
-    torch.testing.assert_close(wide(copies), narrow(z.flatten(1)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(wide(copies), narrow(z.flatten(1)), rtol=1e-4, atol=1e-4)
+    kept = nn.AdaptiveAvgPool2d((2, 2))(z)           # the pool the net uses: the identity
+    torch.testing.assert_close(kept, z)

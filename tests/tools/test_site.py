@@ -205,3 +205,93 @@ def test_static_explorer_draws_offline_and_responds(browser, base_url):
     log += browser.get_log("browser")
     errors = [entry["message"] for entry in log if entry["level"] == "SEVERE"]
     assert not errors, "browser console errors:\n" + "\n".join(errors)
+
+
+CHAPTER_PAGES = [page for page in PAGES
+                 if (ROOT / "notebooks" / f"{Path(page).name}.ipynb").is_file()]
+
+
+@pytest.mark.parametrize("page", CHAPTER_PAGES)
+def test_injected_parameters_are_hidden_unless_they_change_a_value(browser, base_url,
+                                                                   site_dir, page):
+    """papermill's injected cell: left out of the page when it repeats the notebook's values.
+
+    The executed notebook behind the page (the site's ``_sources`` copy, the
+    one the download button serves) says which case applies: tagged
+    ``remove-cell`` (it repeats the values) or not (it changes one, and is then
+    shown under a header saying so). The page must show the notebook's own
+    parameters cell once either way.
+    """
+    import nbformat
+
+    source = site_dir / "_sources" / f"{page}.ipynb"
+    assert source.is_file(), f"the site has no {source.relative_to(site_dir)}"
+    nb = nbformat.read(source, as_version=4)
+    injected = [cell for cell in nb.cells
+                if "injected-parameters" in cell.metadata.get("tags", [])]
+    load(browser, f"{base_url}/{page}.html")
+    shown = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.tag_injected-parameters'))"
+        ".map(e => e.innerText)")
+    own = browser.execute_script(
+        "return document.querySelectorAll('.tag_parameters').length")
+    assert own == 1, f"{page} shows {own} parameters cells of its own, not 1"
+    expected = [cell for cell in injected
+                if "remove-cell" not in cell.metadata.get("tags", [])]
+    assert len(shown) == len(expected), (
+        f"{page} shows {len(shown)} injected cells; its notebook has {len(injected)}, "
+        f"{len(injected) - len(expected)} of them repeating its own values (hidden)")
+    for text in shown:
+        assert text.lstrip().startswith("# Parameters of profile"), (
+            f"{page} shows an injected cell without the header that says it replaces "
+            f"the values above: {text[:80]!r}")
+
+
+TEACHING_PAGE = "book/teaching"
+
+
+def test_teaching_page_links_to_the_student_edition(browser, base_url):
+    """The teachers' page links every chapter's student notebook and the zip; all are served.
+
+    The links are fetched in the browser (each must answer 200 from the
+    site itself), and the zip is read: one notebook per chapter, no solution
+    left, every exercise of the source chapter kept.
+    """
+    import io
+    import urllib.request
+    import zipfile
+
+    import nbformat
+
+    from localprops.tools import student
+
+    if TEACHING_PAGE not in PAGES:
+        pytest.skip(f"{TEACHING_PAGE} is not in _toc.yml")
+    log = load(browser, f"{base_url}/{TEACHING_PAGE}.html")
+    links = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.localprops-student-edition a'))"
+        ".map(a => a.href)")
+    chapters = sorted(path.name for path in
+                      (ROOT / "notebooks").glob(lpbuild.NOTEBOOK_GLOB))
+    prefix = f"{base_url}/{lpbuild.STUDENT_SITE_DIR}/"
+    assert all(link.startswith(prefix) for link in links), links
+    assert sorted(link[len(prefix):] for link in links) == sorted(
+        [lpbuild.STUDENT_ZIP, *chapters]), "the page must link every chapter and the zip"
+    statuses = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "Promise.all(arguments[0].map(u => fetch(u).then(r => r.status, () => 0)))"
+        ".then(done);", links)
+    assert statuses == [200] * len(links), dict(zip(links, statuses))
+    with urllib.request.urlopen(prefix + lpbuild.STUDENT_ZIP) as response:
+        archive = zipfile.ZipFile(io.BytesIO(response.read()))
+    names = sorted(Path(name).name for name in archive.namelist())
+    assert names == chapters
+    for name in archive.namelist():
+        text = archive.read(name).decode("utf-8")
+        assert "{solution" not in text, f"{name} in the zip still holds a solution"
+        kept = student.exercise_labels(nbformat.reads(text, as_version=4))
+        wanted = student.exercise_labels(
+            nbformat.read(ROOT / "notebooks" / Path(name).name, as_version=4))
+        assert kept == wanted, f"{name}: exercises {sorted(wanted - kept)} are missing"
+    errors = [entry["message"] for entry in log if entry["level"] == "SEVERE"]
+    assert not errors, "browser console errors:\n" + "\n".join(errors)

@@ -30,12 +30,18 @@ import numpy as np
 #: ``studies`` modules invalidate only the studies that name them; ``report``
 #: and ``tools`` never invalidate a result.
 SHARED_LAYERS = ("core", "models")
+#: Modules of the shared layers that define the book's own architectures.
+#: Their code keys only the results of the models they define (the study
+#: runner adds :func:`localprops.models.gtsrb_nets.definition_version` to
+#: those units), so training or changing one net does not invalidate the
+#: results of every other model.
+DEFINITION_MODULES = ("models/gtsrb_nets.py", "models/gtsrb_families.py")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CACHE_ENV = "LOCALPROPS_CACHE"
 
 
-def _code_digest(path: Path) -> bytes:
-    """The module's code without its docstrings (so prose edits keep results)."""
+def code_digest(path: Path) -> bytes:
+    """The module's code without its docstrings and comments (prose edits keep results)."""
     tree = ast.parse(path.read_bytes(), filename=str(path))
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
@@ -53,9 +59,11 @@ def code_version(study_modules: Sequence[str] = ()) -> str:
     ----------
     study_modules : names of the modules under ``localprops/studies`` whose
         code computes the result (e.g. ``("scores", "firstorder")``). Every
-        module of the shared layers (:data:`SHARED_LAYERS`) and the study
-        runner are always included; a change to another study's module does
-        not invalidate this one. Docstrings and comments do not count.
+        module of the shared layers (:data:`SHARED_LAYERS`) but the
+        architecture definitions (:data:`DEFINITION_MODULES`, which key only
+        their own models' units) and the study runner are always included;
+        a change to another study's module does not invalidate this one.
+        Docstrings and comments do not count.
 
     Raises
     ------
@@ -63,7 +71,8 @@ def code_version(study_modules: Sequence[str] = ()) -> str:
         silently weaken invalidation).
     """
     files = [path for layer in SHARED_LAYERS
-             for path in sorted((PACKAGE_DIR / layer).rglob("*.py"))]
+             for path in sorted((PACKAGE_DIR / layer).rglob("*.py"))
+             if path.relative_to(PACKAGE_DIR).as_posix() not in DEFINITION_MODULES]
     for name in ("runner", *study_modules):
         path = PACKAGE_DIR / "studies" / f"{name}.py"
         if not path.is_file():
@@ -73,7 +82,7 @@ def code_version(study_modules: Sequence[str] = ()) -> str:
     digest = hashlib.sha256()
     for path in dict.fromkeys(files):
         digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
-        digest.update(_code_digest(path))
+        digest.update(code_digest(path))
     return digest.hexdigest()[:12]
 
 
@@ -204,7 +213,7 @@ def modules_code_version(names: Sequence[str]) -> str:
     for name in sorted(set(names)):
         path = module_file(name)
         digest.update(name.encode())
-        digest.update(_code_digest(path) if path is not None else b"<missing>")
+        digest.update(code_digest(path) if path is not None else b"<missing>")
     return digest.hexdigest()[:12]
 
 
@@ -218,5 +227,5 @@ def package_code_version() -> str:
     digest = hashlib.sha256()
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
-        digest.update(_code_digest(path))
+        digest.update(code_digest(path))
     return digest.hexdigest()[:12]

@@ -70,11 +70,15 @@ set).
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
+from localprops.core.cache import code_digest
 from localprops.models.gtsrb_families import FAMILIES
 
 #: Input side of the original nets (the 32x32 images are upsampled to it).
@@ -197,6 +201,28 @@ def build(name: str) -> nn.Module:
         raise ValueError(f"unknown GTSRB net {name!r}; known: "
                          f"{sorted(ARCHITECTURES)}")
     return ARCHITECTURES[name]()
+
+
+def definition_version(name: str) -> str | None:
+    """A short hash of the code that defines GTSRB net ``name``; None for other models.
+
+    The modules that define the book's own nets are left out of the code
+    version shared by every cached result
+    (:data:`localprops.core.cache.DEFINITION_MODULES`); this hash keys the
+    units of the nets they define instead: this module (the registry and the
+    paper's nets) and the module of the net's class, docstrings and comments
+    excluded.
+    """
+    cls = ARCHITECTURES.get(name)
+    if cls is None:
+        return None
+    files = dict.fromkeys([Path(__file__).resolve(),
+                           Path(inspect.getfile(cls)).resolve()])
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(code_digest(path))
+    return digest.hexdigest()[:12]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -14,6 +14,7 @@ import numpy as np
 from localprops.core.cache import ResultCache, code_version
 from localprops.core.checks import warn_if_unit_range
 from localprops.core.progress import progress_bar
+from localprops.models.gtsrb_nets import definition_version
 from localprops.models.samples import SampleSet
 
 
@@ -28,7 +29,10 @@ def run_units(samples: SampleSet, manifest: Callable[[int], Mapping],
     Parameters
     ----------
     samples : the clean samples; unit ``i`` is sample ``i``.
-    manifest : sample index -> what determines the unit (the code version is added).
+    manifest : sample index -> what determines the unit (the code version is
+        added, and for the book's own GTSRB nets, named by ``manifest["model"]``,
+        the version of their definition:
+        :func:`localprops.models.gtsrb_nets.definition_version`).
     compute : sample index -> arrays of the finished unit.
     cache : where finished units are kept (None: nothing is kept).
     desc, progress : the progress bar over samples.
@@ -46,11 +50,18 @@ def run_units(samples: SampleSet, manifest: Callable[[int], Mapping],
         warn_if_unit_range(samples.images, f"{desc}: the clean samples")
     cache = cache or ResultCache(None)
     version = code_version(study_modules)
+
+    def keyed(i: int) -> dict:
+        unit = {**manifest(i), "code": version}
+        definition = definition_version(str(unit.get("model", "")))
+        if definition is not None:
+            unit["definition"] = definition
+        return unit
+
     kept, units, skipped = [], [], []
     for i in progress_bar(range(len(samples)), enabled=progress, desc=desc):
         try:
-            units.append(cache.get_or_compute({**manifest(i), "code": version},
-                                              lambda i=i: compute(i)))
+            units.append(cache.get_or_compute(keyed(i), lambda i=i: compute(i)))
             kept.append(i)
         except errors as error:
             skipped.append(f"sample {samples.ids[i]}: {error}")

@@ -29,7 +29,9 @@ Two steps:
    Before it, plotly's own ``plotly.min.js`` (from the installed plotly
    package) is copied into the vendored folder of ``html_extra_path``
    (:func:`vendor_plotly`), so that the static explorer's figures draw
-   offline, like MathJax.
+   offline, like MathJax, and the student edition (the chapters without
+   solutions, and their zip) is written beside it, served at ``/student/``
+   (:func:`publish_student_edition`) for the teachers' page to link to.
 
 A profile given by path (``--profile studies/my.yml``: a value holding ``/``
 or ending in ``.yml``) is named by its file stem and is a scratch build like
@@ -82,7 +84,8 @@ from localprops.tools.profiles import (
 
 __all__ = ["BuildError", "BuildPlan", "build", "build_book",
            "declared_parameters", "execute_notebook", "find_notebooks",
-           "main", "plan_build", "plotly_bundle", "toc_files", "vendor_plotly"]
+           "main", "plan_build", "plotly_bundle", "publish_student_edition",
+           "toc_files", "vendor_plotly"]
 
 log = logging.getLogger("localprops.tools.build")
 
@@ -97,6 +100,10 @@ KEEP_PAPERMILL_KEYS = ("parameters", "default_parameters", "version",
 # where the site serves plotly.js, relative to its root: the static explorer's
 # pages (localprops.report.static_explorer.PLOTLY_SRC) load it from there
 PLOTLY_SITE_PATH = "_static/plotly/plotly.min.js"
+#: Where the site serves the student edition (:func:`publish_student_edition`).
+STUDENT_SITE_DIR = "student"
+#: The student edition's zip, in :data:`STUDENT_SITE_DIR`.
+STUDENT_ZIP = "localprops-student.zip"
 
 
 class BuildError(RuntimeError):
@@ -581,6 +588,41 @@ def _vendor_folder(root: Path, extra: list[str]) -> Path | None:
     return generated[0] if generated else None
 
 
+def _generated_extra_folder(root: Path) -> Path | None:
+    """The generated ``html_extra_path`` folder of ``<root>/_config.yml``, if any."""
+    config = yaml.safe_load((root / "_config.yml").read_text("utf-8")) or {}
+    settings = (config.get("sphinx") or {}).get("config") or {}
+    return _vendor_folder(root, list(settings.get("html_extra_path") or []))
+
+
+def publish_student_edition(root: Path) -> Path | None:
+    """Write the student edition where the site serves it, ``/student/``.
+
+    The chapters without solutions (:mod:`localprops.tools.student`) and
+    their zip go to ``<folder>/student/`` in the generated ``html_extra_path``
+    folder, so the teachers' page links to them (``student/<chapter>.ipynb``
+    and :data:`STUDENT_ZIP`). Returns the zip, or None (with a warning)
+    when there is no such folder or no chapter to write.
+    """
+    from localprops.tools import student
+
+    folder = _generated_extra_folder(root)
+    if folder is None:
+        log.warning("student edition not published: _config.yml lists no "
+                    "html_extra_path folder under _build/ to serve it from")
+        return None
+    target = folder / STUDENT_SITE_DIR
+    try:
+        reports = student.write_student_edition(
+            root / "notebooks", target, target / STUDENT_ZIP,
+            full_book=student.full_book(root))
+    except student.StudentEditionError as error:
+        log.warning("student edition not published: %s", error)
+        return None
+    log.info("student edition: %d chapters and %s", len(reports), target / STUDENT_ZIP)
+    return target / STUDENT_ZIP
+
+
 def vendor_plotly(root: Path, bundle: Path | None = None) -> Path | None:
     """Copy plotly's own bundled plotly.js to where the site serves it.
 
@@ -593,9 +635,7 @@ def vendor_plotly(root: Path, bundle: Path | None = None) -> Path | None:
     missing or different. Returns the copy, or None (with a warning) when
     plotly is not installed or no such folder is configured.
     """
-    config = yaml.safe_load((root / "_config.yml").read_text("utf-8")) or {}
-    settings = (config.get("sphinx") or {}).get("config") or {}
-    folder = _vendor_folder(root, list(settings.get("html_extra_path") or []))
+    folder = _generated_extra_folder(root)
     if folder is None:
         log.warning("plotly.js not vendored: _config.yml lists no html_extra_path "
                     "folder under _build/ (or named plotly) to serve it from")
@@ -756,6 +796,7 @@ def build(plan: BuildPlan, execute: bool = True, html: bool = True,
     if html:
         check_mathjax(plan.root)
         vendor_plotly(plan.root)
+        publish_student_edition(plan.root)
     prepare_source(plan)
     report: dict[str, Any] = {
         "profile": plan.profile.name, "source": str(plan.source_dir),

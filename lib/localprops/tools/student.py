@@ -346,7 +346,7 @@ def write_student_edition(notebooks_dir: Path | str, out_dir: Path | str,
     return reports
 
 
-def _full_book(root: Path) -> str:
+def full_book(root: Path) -> str:
     """The repository named in ``_config.yml`` under ``root``, as Markdown."""
     config = root / "_config.yml"
     if config.is_file():
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         reports = write_student_edition(args.notebooks, args.out, args.zip,
-                                        full_book=_full_book(args.notebooks.resolve().parent))
+                                        full_book=full_book(args.notebooks.resolve().parent))
     except StudentEditionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
