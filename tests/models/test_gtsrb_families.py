@@ -52,11 +52,12 @@ def test_depth_of_the_sequential_families():
         assert cls.DEPTH > 0, name
 
 
-@pytest.mark.parametrize("factory, size, side", [(torchvision.models.alexnet, 64, 1),
-                                                 (torchvision.models.alexnet, 96, 2),
-                                                 (torchvision.models.vgg11_bn, 64, 2)])
+@pytest.mark.parametrize("factory, size, side", [
+    (torchvision.models.alexnet, 64, 1),
+    (torchvision.models.alexnet, gtsrb_families.ALEXNET_SIZE, gtsrb_families.ALEXNET_MAP),
+    (torchvision.models.vgg11_bn, 64, 2)])
 def test_last_feature_map_is_what_the_pool_change_assumes(factory, size, side):
-    """AlexNet's map is 1x1 at 64x64 (hence 96x96) and 2x2 at 96x96; VGG's 2x2 at 64x64."""
+    """AlexNet's map is 1x1 at 64x64 (hence its larger input); VGG's 2x2 at 64x64."""
     features = factory(weights=None).features.eval()
     with torch.no_grad():
         out = features(torch.randn(1, 3, size, size))
@@ -70,16 +71,19 @@ def test_each_family_upsamples_to_its_stated_side(family):
 
 
 def test_alexnet_pool_change_keeps_the_function_class():
-    """An FC over the 6x6 pool's copies of the 2x2 map is an FC over the map (summed weights)."""
+    """An FC over the 6x6 pool's copies of the 3x3 map is an FC over the map (summed weights)."""
     torch.manual_seed(1)
-    z = torch.randn(4, 256, 2, 2)
+    side = gtsrb_families.ALEXNET_MAP
+    assert 6 % side == 0
+    copy = 6 // side
+    z = torch.randn(4, 256, side, side)
     wide = nn.Linear(256 * 36, 7)
     copies = nn.AdaptiveAvgPool2d((6, 6))(z).flatten(1)
-    narrow = nn.Linear(256 * 4, 7)
+    narrow = nn.Linear(256 * side * side, 7)
     with torch.no_grad():
-        blocks = wide.weight.reshape(7, 256, 2, 3, 2, 3).sum(dim=(3, 5))
-        narrow.weight.copy_(blocks.reshape(7, 256 * 4))
+        blocks = wide.weight.reshape(7, 256, side, copy, side, copy).sum(dim=(3, 5))
+        narrow.weight.copy_(blocks.reshape(7, 256 * side * side))
         narrow.bias.copy_(wide.bias)
     torch.testing.assert_close(wide(copies), narrow(z.flatten(1)), rtol=1e-4, atol=1e-4)
-    kept = nn.AdaptiveAvgPool2d((2, 2))(z)           # the pool the net uses: the identity
+    kept = nn.AdaptiveAvgPool2d((side, side))(z)     # the pool the net uses: the identity
     torch.testing.assert_close(kept, z)

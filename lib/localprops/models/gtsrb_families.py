@@ -12,19 +12,21 @@ Every net takes *normalised* 32x32 images (the wrapper
 :class:`localprops.models.Normalized` puts them on the [0, 255] scale) and
 starts with a fixed bilinear upsampling (no weights) to the side ``SIZE``
 of its class: 64x64 for GoogLeNet, VGG and ResNet, the smallest size at
-which their stems keep a spatial map, and 96x96 for AlexNet.
+which their stems keep a spatial map, and 128x128 for AlexNet.
 
 ``gtsrb-alexnet``
-    ``torchvision.models.alexnet`` at 96x96. At 64x64 its stride-4 stem and
-    three max pools leave a 1x1 last map, and the book's recipe reached only
-    84.5 % (10 epochs), 90.4 % (30 epochs) and 86.1 % (12 epochs at
-    lr 3e-4) on the official test set; at 96x96 the last map is 2x2 (256
-    x 2 x 2 values). torchvision's ``AdaptiveAvgPool2d((6, 6))`` only copies
-    each of those values 9 times, and a fully connected layer over copies is
-    a fully connected layer over the values (summed weights), so the copies
-    are dropped (the pool is the identity on 2x2, first FC 1024 -> hidden):
-    the same function class with fewer weights. The two hidden FC layers are
-    1024 wide instead of 4096 (see "widths" below).
+    ``torchvision.models.alexnet`` at 128x128, where its stride-4 stem moves
+    one pixel of the 32x32 image per step and its last feature map is 3x3
+    (6x6 at ImageNet's 224x224). Smaller inputs starve it: at 64x64 the last
+    map is 1x1 and the book's recipe reached 84.5 % (10 epochs), 90.4 %
+    (30 epochs) and 86.1 % (12 epochs at lr 3e-4) on the official test set;
+    at 96x96 (a 2x2 map) 94.0 % (15 epochs at lr 3e-4). torchvision's
+    ``AdaptiveAvgPool2d((6, 6))`` only copies each value of the 3x3 map 4
+    times, and a fully connected layer over copies is a fully connected
+    layer over the values (summed weights), so the copies are dropped (the
+    pool is the identity on 3x3, first FC 2304 -> hidden): the same function
+    class with fewer weights. The two hidden FC layers are 1024 wide
+    instead of 4096 (see "widths" below).
 ``gtsrb-vgg11bn``
     ``torchvision.models.vgg11_bn``: VGG's shallowest depth, with batch
     normalisation. Chosen because VGG-11-BN is the cheapest VGG to train on
@@ -110,7 +112,7 @@ def _vgg_head(in_features: int, num_classes: int) -> nn.Sequential:
 
 
 class AlexNetGTSRB(_Upsampled):
-    """torchvision AlexNet on 96x96 (its 2x2 map kept, 1024-wide head)."""
+    """torchvision AlexNet on 128x128 (its 3x3 map kept, 1024-wide head)."""
 
     FEATURE_LAYER = "net.classifier.5"
     DEPTH = 8  # 5 conv + 3 FC

@@ -1,0 +1,105 @@
+"""Traits read off the layers, and the contrast rule per branch on constructed rows."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torchvision
+from torch import nn
+
+from localprops.models import gtsrb_nets
+from localprops.report import families
+from localprops.report.scorecard import Verdict
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("gtsrb-ciresan", dict(residual=False, bn=False, inception=False, maxpool=True)),
+    ("gtsrb-alexnet", dict(residual=False, bn=False, inception=False, maxpool=True)),
+    ("gtsrb-vgg11bn", dict(residual=False, bn=True, inception=False, maxpool=True)),
+    ("gtsrb-googlenet", dict(residual=False, bn=True, inception=True, maxpool=True)),
+    ("gtsrb-resnet18", dict(residual=True, bn=True, inception=False, maxpool=True)),
+])
+def test_traits_are_read_off_the_layers(name, expected):
+    traits = families.architecture_traits(gtsrb_nets.build(name))
+    assert traits == {"residual": expected["residual"], "batch norm": expected["bn"],
+                      "inception": expected["inception"], "max pooling": expected["maxpool"]}
+
+
+def test_a_net_without_pooling_or_norm_has_no_traits():
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten())
+    assert not any(families.architecture_traits(plain).values())
+    assert families.architecture_traits(torchvision.models.resnet18())["residual"]
+
+
+def row(intervals: dict[str, tuple[float, float]], claim: str = "C1") -> Verdict:
+    return Verdict(claim, "paper", "measured", "rule", "supported", setting="l2; probability",
+                   models={m: {"estimate": sum(iv) / 2, "interval": list(iv),
+                               "outcome": "pass"} for m, iv in intervals.items()})
+
+
+TRAITS = {"a": {"batch norm": True}, "b": {"batch norm": True},
+          "c": {"batch norm": False}, "d": {"batch norm": False}}
+
+
+def only_bn(contrasts):
+    return [c for c in contrasts if c.trait == "batch norm"]
+
+
+def test_contrast_higher_with_the_trait():
+    (c,) = only_bn(families.trait_contrasts(
+        [row({"a": (0.8, 0.9), "b": (0.7, 0.95), "c": (0.1, 0.5), "d": (0.3, 0.6)})], TRAITS))
+    assert c.relation == "higher with" and c.with_trait == ("a", "b")
+    assert "intervals separate" in c.sentence()
+
+
+def test_contrast_lower_with_the_trait():
+    (c,) = only_bn(families.trait_contrasts(
+        [row({"a": (0.1, 0.2), "b": (0.0, 0.3), "c": (0.5, 0.9), "d": (0.4, 0.6)})], TRAITS))
+    assert c.relation == "lower with"
+
+
+def test_contrast_overlap_when_one_pair_of_intervals_meets():
+    (c,) = only_bn(families.trait_contrasts(
+        [row({"a": (0.8, 0.9), "b": (0.55, 0.95), "c": (0.1, 0.5), "d": (0.3, 0.6)})], TRAITS))
+    assert c.relation == "overlap" and "overlap" in c.sentence()
+
+
+def test_no_contrast_when_a_side_is_empty_or_lacks_an_interval():
+    rows = [row({"a": (0.8, 0.9), "b": (0.7, 0.95)})]
+    assert families.trait_contrasts(rows, TRAITS) == []
+    missing = row({"a": (0.8, 0.9), "c": (0.1, 0.2)})
+    missing.models["c"]["interval"] = [None, None]
+    assert families.trait_contrasts([missing], TRAITS) == []
+
+
+def test_models_outside_the_compared_set_are_left_out():
+    (c,) = only_bn(families.trait_contrasts(
+        [row({"a": (0.8, 0.9), "c": (0.1, 0.5), "imagenet-net": (0.85, 0.99)})],
+        {k: TRAITS[k] for k in ("a", "c")}))
+    assert c.with_trait == ("a",) and c.without == ("c",)
+
+
+def test_per_model_outcomes_has_one_cell_per_model():
+    table = families.per_model_outcomes([row({"a": (0.8, 0.9)})], ["a", "c"])
+    assert table == [{"row": "C1 (l2, probability)", "a": "pass 0.85 [0.8, 0.9]", "c": ""}]
+
+
+def prepared(name: str, dataset: str = "gtsrb"):
+    return SimpleNamespace(spec=SimpleNamespace(name=name, dataset=dataset,
+                                                model=gtsrb_nets.build(name)))
+
+
+def test_across_families_markdown_names_separating_rows():
+    rows = [row({"gtsrb-ciresan": (0.1, 0.2), "gtsrb-resnet18": (0.8, 0.9)})]
+    text = families.across_families(rows, [prepared("gtsrb-ciresan"),
+                                           prepared("gtsrb-resnet18")])
+    assert "| gtsrb-resnet18 | yes | yes | no | yes |" in text
+    assert "C1 (l2, probability), residual: higher with" in text
+
+
+def test_across_families_says_when_everything_overlaps_and_when_too_few_nets():
+    rows = [row({"gtsrb-ciresan": (0.1, 0.9), "gtsrb-resnet18": (0.2, 0.8)})]
+    text = families.across_families(rows, [prepared("gtsrb-ciresan"),
+                                           prepared("gtsrb-resnet18")])
+    assert "agree within resolution" in text
+    assert "Fewer than two" in families.across_families(rows, [prepared("gtsrb-ciresan")])
