@@ -256,6 +256,8 @@ def test_build_vendors_plotly_before_rendering(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(lpbuild, "check_mathjax", lambda root: calls.append("mathjax"))
     monkeypatch.setattr(lpbuild, "vendor_plotly", lambda root: calls.append("plotly"))
+    monkeypatch.setattr(lpbuild, "publish_student_edition",
+                        lambda root: calls.append("student"))
 
     def stop(plan):
         calls.append("prepare")
@@ -266,7 +268,7 @@ def test_build_vendors_plotly_before_rendering(tmp_path, monkeypatch):
                            profile=SimpleNamespace(name="ci", path=tmp_path / "ci.yml"))
     with pytest.raises(lpbuild.BuildError, match="stop here"):
         lpbuild.build(plan, execute=False)
-    assert calls == ["mathjax", "plotly", "prepare"]
+    assert calls == ["mathjax", "plotly", "student", "prepare"]
     calls.clear()
     with pytest.raises(lpbuild.BuildError):
         lpbuild.build(plan, execute=False, html=False)

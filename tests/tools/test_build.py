@@ -545,3 +545,12 @@ def test_cached_units_counts_the_cache_files_for_the_build_log(tmp_path, monkeyp
     for name in ("ab/1.npz", "2.npz", "ab/verdicts.json"):
         (tmp_path / "cache" / name).write_bytes(b"x")
     assert lpbuild.cached_units() == 2
+
+
+def test_student_edition_is_not_published_without_a_served_folder(tmp_path, caplog):
+    """No ``_config.yml`` (or no generated html_extra_path folder): a warning, no files."""
+    assert lpbuild.publish_student_edition(tmp_path) is None
+    assert "student edition not published" in caplog.text
+    (tmp_path / "_config.yml").write_text("sphinx:\n  config:\n    html_extra_path: [static]\n")
+    assert lpbuild.publish_student_edition(tmp_path) is None
+    assert not any(tmp_path.rglob("*.zip"))

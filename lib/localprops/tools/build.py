@@ -75,6 +75,7 @@ import yaml
 
 from localprops.core.cache import checkout_root
 from localprops.tools.profiles import (
+    NOTEBOOK_GLOB,
     Profile,
     ProfileError,
     available_profiles,
@@ -90,7 +91,6 @@ __all__ = ["BuildError", "BuildPlan", "build", "build_book",
 log = logging.getLogger("localprops.tools.build")
 
 DEFAULT_PROFILE = "default"
-NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 BOOK_DIR = "book"
 STAMP = ".localprops-build.json"
 KERNEL = "python3"
@@ -590,7 +590,10 @@ def _vendor_folder(root: Path, extra: list[str]) -> Path | None:
 
 def _generated_extra_folder(root: Path) -> Path | None:
     """The generated ``html_extra_path`` folder of ``<root>/_config.yml``, if any."""
-    config = yaml.safe_load((root / "_config.yml").read_text("utf-8")) or {}
+    path = root / "_config.yml"
+    if not path.is_file():
+        return None
+    config = yaml.safe_load(path.read_text("utf-8")) or {}
     settings = (config.get("sphinx") or {}).get("config") or {}
     return _vendor_folder(root, list(settings.get("html_extra_path") or []))
 

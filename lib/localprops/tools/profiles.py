@@ -46,6 +46,8 @@ __all__ = ["COMMON", "PROFILE_KEY", "Profile", "ProfileError",
 COMMON = "common"
 PROFILE_KEY = "profile"
 SUFFIX = ".yml"
+#: The book's chapters: ``notebooks/NN_name.ipynb`` (read by the build and the student edition).
+NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 
 
 class ProfileError(ValueError):

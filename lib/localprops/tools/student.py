@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import yaml
 
-from localprops.tools.build import NOTEBOOK_GLOB
+from localprops.tools.profiles import NOTEBOOK_GLOB
 
 if TYPE_CHECKING:  # nbformat comes with the `book` extra, imported where used
     import nbformat
