@@ -51,9 +51,14 @@ def run_units(samples: SampleSet, manifest: Callable[[int], Mapping],
     cache = cache or ResultCache(None)
     version = code_version(study_modules)
 
+    definitions: dict[str, str | None] = {}     # model name -> its definition's hash
+
     def keyed(i: int) -> dict:
         unit = {**manifest(i), "code": version}
-        definition = definition_version(str(unit.get("model", "")))
+        name = str(unit.get("model", ""))
+        if name not in definitions:
+            definitions[name] = definition_version(name)
+        definition = definitions[name]
         if definition is not None:
             unit["definition"] = definition
         return unit
