@@ -55,9 +55,9 @@ def test_depth_of_the_sequential_families():
 @pytest.mark.parametrize("factory, size, side", [
     (torchvision.models.alexnet, 64, 1),
     (torchvision.models.alexnet, gtsrb_families.ALEXNET_SIZE, gtsrb_families.ALEXNET_MAP),
-    (torchvision.models.vgg11_bn, 64, 2)])
+    (torchvision.models.vgg11_bn, gtsrb_families.VGG_SIZE, gtsrb_families.VGG_MAP)])
 def test_last_feature_map_is_what_the_pool_change_assumes(factory, size, side):
-    """AlexNet's map is 1x1 at 64x64 (hence its larger input); VGG's 2x2 at 64x64."""
+    """AlexNet's map is 1x1 at 64x64 (hence its larger input); VGG's 1x1 at 32x32."""
     features = factory(weights=None).features.eval()
     with torch.no_grad():
         out = features(torch.randn(1, 3, size, size))
@@ -66,8 +66,29 @@ def test_last_feature_map_is_what_the_pool_change_assumes(factory, size, side):
 
 def test_each_family_upsamples_to_its_stated_side(family):
     name, net = family
-    expected = {"gtsrb-alexnet": gtsrb_families.ALEXNET_SIZE}.get(name, gtsrb_families.FAMILY_SIZE)
+    expected = {"gtsrb-alexnet": gtsrb_families.ALEXNET_SIZE,
+                "gtsrb-vgg11bn": gtsrb_families.VGG_SIZE}.get(name, gtsrb_families.FAMILY_SIZE)
     assert net.upsample.size == (expected, expected)
+
+
+def test_vgg_sees_the_image_itself():
+    """At VGG's side (32) the fixed upsampling is exactly the identity."""
+    net = gtsrb_nets.build("gtsrb-vgg11bn")
+    x = torch.rand(2, 3, 32, 32) * 255
+    assert torch.equal(net.upsample(x), x)
+
+
+def test_vgg_pool_change_keeps_the_function_class():
+    """An FC over the 7x7 pool's 49 copies of the 1x1 map is an FC over the map."""
+    torch.manual_seed(2)
+    z = torch.randn(4, 512, 1, 1)
+    wide = nn.Linear(512 * 49, 5)
+    narrow = nn.Linear(512, 5)
+    with torch.no_grad():
+        narrow.weight.copy_(wide.weight.reshape(5, 512, 49).sum(dim=2))
+        narrow.bias.copy_(wide.bias)
+    copies = nn.AdaptiveAvgPool2d((7, 7))(z).flatten(1)
+    torch.testing.assert_close(wide(copies), narrow(z.flatten(1)), rtol=1e-4, atol=1e-4)
 
 
 def test_alexnet_pool_change_keeps_the_function_class():

@@ -1,4 +1,4 @@
-"""Worst-case Lipschitz: power iteration against a full SVD, ratios, PGD cross-check."""
+"""Worst-case Lipschitz: Lanczos and power iteration against a full SVD, ratios, PGD."""
 import copy
 
 import numpy as np
@@ -56,10 +56,11 @@ def matrix(singular_values, rows=9, cols=12, seed=0) -> torch.Tensor:
     return u @ s @ v.T
 
 
-def test_matches_svd_of_the_autograd_jacobian():
+@pytest.mark.parametrize("method", ["lanczos", "power"])
+def test_matches_svd_of_the_autograd_jacobian(method):
     net, x = relu_net(), image()
     _, s, vh = torch.linalg.svd(jacobian(net, x))
-    top = top_singular(net, x)
+    top = top_singular(net, x, method=method)
     assert top.converged and top.iterations < 200
     assert np.isclose(top.sigma, s[0].item(), rtol=1e-6, atol=0)
     assert top.direction.shape == x.shape
@@ -69,10 +70,53 @@ def test_matches_svd_of_the_autograd_jacobian():
     assert (top.history <= s[0].item() * (1 + 1e-12)).all()
 
 
-def test_linear_map_gives_the_spectral_norm():
+@pytest.mark.parametrize("method", ["lanczos", "power"])
+def test_linear_map_gives_the_spectral_norm(method):
     w = torch.randn(8, 12, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    top = top_singular(linear(w), torch.zeros(12, dtype=torch.float64))
+    top = top_singular(linear(w), torch.zeros(12, dtype=torch.float64), method=method)
     assert np.isclose(top.sigma, torch.linalg.matrix_norm(w, 2).item(), rtol=1e-6, atol=0)
+
+
+def test_lanczos_needs_far_fewer_products_on_close_singular_values():
+    """sigma_2 / sigma_1 = 0.99 in 400 dimensions: power crawls, Lanczos does not."""
+    w = matrix([1.0, 0.99] + np.linspace(0.9, 0.1, 38).tolist(), rows=60, cols=400, seed=7)
+    x = torch.zeros(400, dtype=torch.float64)
+    lanczos = top_singular(linear(w), x, tol=1e-8, iterations=1000)
+    power = top_singular(linear(w), x, tol=1e-8, iterations=1000, method="power")
+    assert lanczos.converged and lanczos.sigma == pytest.approx(1.0, rel=1e-8)
+    assert lanczos.sigma <= 1.0 + 1e-12
+    assert lanczos.iterations < 100 < power.iterations
+    assert lanczos.direction.shape == x.shape
+    assert lanczos.direction.norm().item() == pytest.approx(1.0, rel=1e-12)
+
+
+def test_lanczos_out_of_products_says_so_and_still_bounds_from_below():
+    w = matrix([1.0, 0.99] + np.linspace(0.9, 0.1, 38).tolist(), rows=60, cols=400, seed=7)
+    top = top_singular(linear(w), torch.zeros(400, dtype=torch.float64), tol=1e-14,
+                       iterations=1)
+    assert not top.converged
+    assert 0 < top.sigma <= 1.0 + 1e-12
+
+
+def test_lanczos_in_float32_agrees_with_float64():
+    net, x = relu_net(), image() * 255
+    exact = top_singular(net, x, tol=1e-10)
+    low = top_singular(copy.deepcopy(net).float(), x.float(), tol=1e-4)
+    assert low.direction.dtype == torch.float32
+    assert low.sigma == pytest.approx(exact.sigma, rel=1e-4)
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="lanczos"):
+        top_singular(linear(torch.eye(3, dtype=torch.float64)),
+                     torch.zeros(3, dtype=torch.float64), method="svd")
+
+
+def test_tiny_inputs_are_solved_exactly():
+    w = matrix([2.0, 1.0], rows=3, cols=5, seed=8)
+    top = top_singular(linear(w), torch.zeros(5, dtype=torch.float64))
+    assert top.converged and top.iterations == 5
+    assert top.sigma == pytest.approx(2.0, rel=1e-12)
 
 
 def test_scales_give_the_normalised_jacobian():
@@ -103,17 +147,16 @@ def test_model_wrapper_uses_the_feature_layer_in_float64():
         FeatureMap(net, "nope")
 
 
-def test_converged_flag():
+def test_power_converged_flag():
     close = matrix([1.0, 0.999, 0.5])
-    assert top_singular(linear(close), torch.zeros(12, dtype=torch.float64),
-                        iterations=1).converged is False
-    slow = top_singular(linear(close), torch.zeros(12, dtype=torch.float64), iterations=30)
+    zero = torch.zeros(12, dtype=torch.float64)
+    assert top_singular(linear(close), zero, iterations=1, method="power").converged is False
+    slow = top_singular(linear(close), zero, iterations=30, method="power")
     assert not slow.converged and slow.iterations == 30
     # the rule does not stop early on close values: given time, it converges to sigma
-    patient = top_singular(linear(close), torch.zeros(12, dtype=torch.float64),
-                           iterations=10000)
+    patient = top_singular(linear(close), zero, iterations=10000, method="power")
     assert patient.converged and patient.sigma == pytest.approx(1.0, rel=1e-6)
-    apart = top_singular(linear(matrix([2.0, 1.0, 0.5])), torch.zeros(12, dtype=torch.float64))
+    apart = top_singular(linear(matrix([2.0, 1.0, 0.5])), zero, method="power")
     assert apart.converged and apart.sigma == pytest.approx(2.0, rel=1e-6)
 
 

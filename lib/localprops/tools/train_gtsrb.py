@@ -58,6 +58,10 @@ from localprops.models.zoo import GTSRB_WEIGHTS_JSON, WEIGHTS_DIR
 
 
 # --------------------------------------------------------------------- data
+#: --memory-format -> torch layout (speed only; the function computed is the same).
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+
+
 def split_by_track(labels: np.ndarray, tracks: np.ndarray, val_fraction: float,
                    seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Row indices of the train and validation parts, split by track.
@@ -233,7 +237,8 @@ def train(args: argparse.Namespace, arrays: dict[str, np.ndarray],
     x_all, y_all = arrays["x_train"], arrays["y_train"].astype(np.int64)
     mean, std = channel_stats(x_all[train_rows])
     net = Normalized(gtsrb_nets.build(args.model), mean, std).to(device)
-    net = net.to(memory_format=torch.channels_last)
+    memory_format = MEMORY_FORMATS[args.memory_format]
+    net = net.to(memory_format=memory_format)
     x_train = data.images_to_tensor(x_all[train_rows])
     y_train = torch.as_tensor(y_all[train_rows])
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr,
@@ -256,7 +261,7 @@ def train(args: argparse.Namespace, arrays: dict[str, np.ndarray],
                 x = augment_batch(x, generator)
             if args.noise_sigma:
                 x = add_gaussian_noise(x, args.noise_sigma, generator)
-            x = x.to(device).contiguous(memory_format=torch.channels_last)
+            x = x.to(device).contiguous(memory_format=memory_format)
             y = y_train[rows].to(device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total, warmup, args.lr)
@@ -389,6 +394,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     parser.add_argument("--limit", type=int, default=0,
                         help="use only the first LIMIT train / val / test images (smoke tests)")
+    parser.add_argument("--memory-format", choices=sorted(MEMORY_FORMATS),
+                        default="channels_last",
+                        help="layout of images and weights during training (speed only: "
+                             "AlexNet trains about 12%% faster contiguous on 2 CPU cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--weights-dtype", choices=("float32", "float16"), default="float32",
                         help="dtype of the saved weights; the test accuracy is that "
