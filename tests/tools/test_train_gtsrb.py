@@ -119,6 +119,19 @@ def test_tiny_training_run_writes_loadable_weights(tmp_path):
     assert again["sha256"] == entry["sha256"]            # seeded: same weights
 
 
+def test_memory_format_is_an_option_of_speed_only(tmp_path):
+    npz = _fake_npz(tmp_path / "fake.npz")
+    out = tmp_path / "contiguous"
+    entry = train_gtsrb.main(["--model", "gtsrb-aghdam", "--epochs", "1", "--seed", "5",
+                              "--data", str(npz), "--out", str(out), "--memory-format",
+                              "contiguous", "--threads", "1", "--quiet", "--device", "cpu"])
+    assert "--memory-format contiguous" in entry["command"]
+    spec = models.load("gtsrb-aghdam", device="cpu", weights_path=out)
+    assert spec.model(torch.zeros(2, 3, 32, 32)).shape == (2, 43)
+    with pytest.raises(SystemExit):
+        train_gtsrb.parse_args(["--model", "gtsrb-aghdam", "--memory-format", "nhwc"])
+
+
 def test_training_without_data_names_the_variable(monkeypatch, tmp_path):
     monkeypatch.delenv(data.GTSRB_ENV, raising=False)
     with pytest.raises(data.DataNotFoundError, match="LOCALPROPS_GTSRB"):
