@@ -56,12 +56,11 @@ from localprops.models.data import file_sha256
 from localprops.models.wrappers import Normalized
 from localprops.models.zoo import GTSRB_WEIGHTS_JSON, WEIGHTS_DIR
 
-
-# --------------------------------------------------------------------- data
 #: --memory-format -> torch layout (speed only; the function computed is the same).
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 
+# --------------------------------------------------------------------- data
 def split_by_track(labels: np.ndarray, tracks: np.ndarray, val_fraction: float,
                    seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Row indices of the train and validation parts, split by track.
