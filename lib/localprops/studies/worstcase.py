@@ -9,7 +9,8 @@ that largest stretch directly (GitHub issue 15):
 - :func:`top_singular`: the largest singular value ``sigma`` of the Jacobian
   ``J`` of the feature map at ``x``, by the Lanczos method (ARPACK) on
   ``J^T J``, each product being one forward-mode product ``J v`` and one
-  reverse-mode product ``J^T u`` (the power iteration is kept as a method). ``sigma`` is the ``r -> 0`` limit of the worst-case ratio
+  reverse-mode product ``J^T u`` (the power iteration is kept as a
+  method). ``sigma`` is the ``r -> 0`` limit of the worst-case ratio
   ``sup_{||nu|| = r} L_x``; the full Jacobian is never formed, so it works
   for 224 x 224 ImageNet inputs.
 - :func:`ratio_along`: the finite-radius ratio along one direction (e.g. the
@@ -248,9 +249,9 @@ def top_singular(feature_fn: FeatureFn, x: torch.Tensor, *, scale=None, input_sc
     Its error then shrinks only by ``(sigma_2 / sigma_1)^2`` per iteration.
 
     Either way ``sigma`` is ``||J v||`` for the returned unit ``direction``
-    ``v``, so it never exceeds the true value (up to rounding). In float32 the products carry
-    relative errors of about 1e-7, enough for ``tol`` down to about 1e-5;
-    use float64 for more. A Jacobian that is exactly zero gives ``sigma = 0``.
+    ``v``, so it never exceeds the true value (up to rounding). In float32
+    the products carry relative errors of about 1e-7, enough for ``tol`` down
+    to about 1e-5; use float64 for more. A Jacobian that is exactly zero gives ``sigma = 0``.
 
     Parameters
     ----------
