@@ -74,7 +74,7 @@ def test_learning_rate_schedule():
 
 def test_command_line_leaves_out_data_paths():
     line = train_gtsrb.command_line(["--model", "gtsrb-aghdam", "--data", "/x/y.npz",
-                                     "--epochs", "3"])
+                                     "--epochs", "3", "--out", "/w", "--quiet", "--resume"])
     assert line == "python -m localprops.tools.train_gtsrb --model gtsrb-aghdam --epochs 3"
 
 
@@ -130,6 +130,37 @@ def test_memory_format_is_an_option_of_speed_only(tmp_path):
     assert spec.model(torch.zeros(2, 3, 32, 32)).shape == (2, 43)
     with pytest.raises(SystemExit):
         train_gtsrb.parse_args(["--model", "gtsrb-aghdam", "--memory-format", "nhwc"])
+
+
+def test_a_resumed_run_gives_the_weights_of_an_uninterrupted_one(monkeypatch, tmp_path):
+    npz = _fake_npz(tmp_path / "fake.npz")
+    options = ["--model", "gtsrb-aghdam", "--epochs", "2", "--seed", "3", "--data", str(npz),
+               "--threads", "1", "--quiet", "--device", "cpu"]
+    whole = train_gtsrb.main(options + ["--out", str(tmp_path / "whole")])
+    assert not train_gtsrb.checkpoint_path(tmp_path / "whole", "gtsrb-aghdam").exists()
+
+    real_evaluate, calls = train_gtsrb.evaluate, []
+
+    def killed_in_epoch_two(*args, **kwargs):        # the run dies after epoch 1's checkpoint
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_gtsrb, "evaluate", killed_in_epoch_two)
+    out = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        train_gtsrb.main(options + ["--out", str(out)])
+    assert train_gtsrb.checkpoint_path(out, "gtsrb-aghdam").exists()
+    monkeypatch.setattr(train_gtsrb, "evaluate", real_evaluate)
+    with pytest.raises(SystemExit, match="--seed was 3, now 4"):
+        train_gtsrb.main([*options[:5], "4", *options[6:], "--out", str(out), "--resume"])
+    resumed = train_gtsrb.main(options + ["--out", str(out), "--resume"])
+    assert resumed["sha256"] == whole["sha256"]
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert resumed["command"] == whole["command"]
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        train_gtsrb.main(options + ["--out", str(tmp_path / "none"), "--resume"])
 
 
 def test_training_without_data_names_the_variable(monkeypatch, tmp_path):

@@ -29,6 +29,10 @@ What the script does, in order:
    ``<out>/gtsrb_weights.json`` with the accuracy, sha256, command, seed,
    epochs, torch version and date.
 
+After every epoch the state of the run (net, optimizer, random streams) is
+saved to ``<out>/<model>.resume.pt``; ``--resume`` continues a stopped run
+from there and gives the same weights as an uninterrupted one.
+
 Everything random (split, initialisation, order, augmentation) derives from
 ``--seed``; on the same machine and torch version a rerun gives the same
 weights.
@@ -246,8 +250,17 @@ def train(args: argparse.Namespace, arrays: dict[str, np.ndarray],
     steps_per_epoch = math.ceil(len(train_rows) / args.batch_size)
     total = steps_per_epoch * args.epochs
     warmup = min(args.warmup_steps, total // 4 + 1)
-    step, history, start_time = 0, [], time.time()
-    for epoch in range(args.epochs):
+    step, history, start_time, first_epoch = 0, [], time.time(), 0
+    checkpoint = checkpoint_path(Path(args.out), args.model)
+    if args.resume:
+        saved = load_checkpoint(checkpoint, args)
+        net.load_state_dict(saved["net"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        step, history, first_epoch = saved["step"], saved["history"], saved["epoch"]
+        start_time -= history[-1]["seconds"] if history else 0.0
+    for epoch in range(first_epoch, args.epochs):
         net.train()
         order = torch.randperm(len(train_rows), generator=generator)
         bar = tqdm(range(steps_per_epoch), desc=f"{args.model} epoch {epoch + 1}/"
@@ -277,12 +290,56 @@ def train(args: argparse.Namespace, arrays: dict[str, np.ndarray],
                         "val_accuracy": round(val_acc, 5),
                         "seconds": round(time.time() - start_time, 1)})
         print(json.dumps({"model": args.model, **history[-1]}), flush=True)
+        save_checkpoint(checkpoint, args, {
+            "net": net.state_dict(), "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "step": step, "history": history, "epoch": epoch + 1})
     net = net.to(memory_format=torch.contiguous_format).eval()
     facts = {"train_images": int(len(train_rows)), "val_images": int(len(val_rows)),
              "val_accuracy": history[-1]["val_accuracy"], "history": history,
              "train_seconds": round(time.time() - start_time, 1),
              "mean": mean, "std": std}
     return net, facts
+
+
+# --------------------------------------------------------------- checkpoints
+#: Options that do not change the trained net; a resumed run may differ in them.
+RUN_ONLY_OPTIONS = ("resume", "quiet", "out", "threads", "device", "data", "root")
+
+
+def checkpoint_path(out: Path, name: str) -> Path:
+    """Where the end-of-epoch state of a run lives (deleted once the run ends)."""
+    return out / f"{name}.resume.pt"
+
+
+def _training_options(args: argparse.Namespace) -> dict:
+    return {key: value for key, value in sorted(vars(args).items())
+            if key not in RUN_ONLY_OPTIONS}
+
+
+def save_checkpoint(path: Path, args: argparse.Namespace, state: dict) -> None:
+    """Write the state after an epoch atomically, so a killed run loses at most one epoch."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save({"options": _training_options(args), **state}, partial)
+    partial.replace(path)
+
+
+def load_checkpoint(path: Path, args: argparse.Namespace) -> dict:
+    """The state saved by :func:`save_checkpoint`, checked against this run's options."""
+    if not path.exists():
+        raise SystemExit(f"--resume: no checkpoint at {path}; a run writes one after "
+                         "each epoch into --out. Start without --resume.")
+    saved = torch.load(path, weights_only=False)
+    now = _training_options(args)
+    changed = {key: (saved["options"].get(key), now[key]) for key in now
+               if saved["options"].get(key) != now[key]}
+    if changed:
+        listed = ", ".join(f"--{k.replace('_', '-')} was {a!r}, now {b!r}"
+                           for k, (a, b) in changed.items())
+        raise SystemExit(f"--resume: the checkpoint {path} was written with other "
+                         f"options ({listed}); rerun with the same options.")
+    return saved
 
 
 # ------------------------------------------------------------------- output
@@ -351,14 +408,20 @@ def record_reference(name: str, out: Path, device: torch.device) -> dict:
 
 
 def command_line(argv: list[str]) -> str:
-    """The command that reproduces this run (data path left out)."""
+    """The command that reproduces this run.
+
+    Paths (``--data``, ``--root``, ``--out``) and the flags that do not change
+    the net (``--quiet``, ``--resume``) are left out.
+    """
     kept, skip = [], False
     for item in argv:
         if skip:
             skip = False
             continue
-        if item in ("--data", "--root"):
+        if item in ("--data", "--root", "--out"):
             skip = True
+            continue
+        if item in ("--quiet", "--resume"):
             continue
         kept.append(item)
     return "python -m localprops.tools.train_gtsrb " + shlex.join(kept)
@@ -398,6 +461,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="layout of images and weights during training (speed only: "
                              "AlexNet trains about 12%% faster contiguous on 2 CPU cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a stopped run from <out>/<model>.resume.pt, "
+                             "written after every epoch (same options needed)")
     parser.add_argument("--weights-dtype", choices=("float32", "float16"), default="float32",
                         help="dtype of the saved weights; the test accuracy is that "
                              "of the net rounded to it")
@@ -450,6 +516,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     entry["reference"] = reference_logits(net, torch.device("cpu"))
     update_record(out, args.model, entry)
+    checkpoint_path(out, args.model).unlink(missing_ok=True)
     print(json.dumps({"model": args.model, "test_accuracy": entry["test_accuracy"],
                       "file": str(path), "sha256": entry["sha256"]}), flush=True)
     return entry
