@@ -10,6 +10,10 @@ read back instead of recomputed. Files are written to a temporary name and
 renamed, so a run killed mid-write leaves no partial file under a real name;
 a file that cannot be read back, or whose manifest does not match, is
 reported, deleted and recomputed, never used.
+
+Every computed unit also appends one line to ``root/timings.jsonl`` (study,
+model, seconds): a log of where a build's time went, which
+``python -m localprops.tools.timings`` sums per chapter study and model.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +43,8 @@ SHARED_LAYERS = ("core", "models")
 DEFINITION_MODULES = ("models/gtsrb_nets.py", "models/gtsrb_families.py")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CACHE_ENV = "LOCALPROPS_CACHE"
+#: The log of computed units, one JSON object per line, in the cache folder.
+TIMINGS_FILE = "timings.jsonl"
 
 
 def code_digest(path: Path) -> bytes:
@@ -185,9 +192,23 @@ class ResultCache:
             self.hits += 1
             return arrays
         self.misses += 1
+        start = time.perf_counter()
         arrays = {k: np.asarray(v) for k, v in compute().items()}
+        seconds = time.perf_counter() - start
         self.save(manifest, arrays)
+        self.log_time(manifest, seconds)
         return arrays
+
+    def log_time(self, manifest: Mapping, seconds: float) -> None:
+        """Append the compute time of one unit to ``root/timings.jsonl``."""
+        if self.root is None:
+            return
+        line = {"study": str(manifest.get("study", "unit")),
+                "model": str(manifest.get("model", "model")),
+                "seconds": round(seconds, 3), "unit": self.path(manifest).stem,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        with open(self.root / TIMINGS_FILE, "a", encoding="utf-8") as log:
+            log.write(json.dumps(line) + "\n")
 
 
 def module_file(name: str) -> Path | None:
