@@ -101,5 +101,33 @@ def test_across_families_says_when_everything_overlaps_and_when_too_few_nets():
     rows = [row({"gtsrb-ciresan": (0.1, 0.9), "gtsrb-resnet18": (0.2, 0.8)})]
     text = families.across_families(rows, [prepared("gtsrb-ciresan"),
                                            prepared("gtsrb-resnet18")])
-    assert "agree within resolution" in text
+    assert "No trait separates its two groups" in text
+    assert "no two nets can be told apart" in text
+    assert "- C1 (l2, probability): all pass" in text
     assert "Fewer than two" in families.across_families(rows, [prepared("gtsrb-ciresan")])
+
+
+def test_pairs_that_differ_are_named_even_when_no_trait_separates():
+    rows = [row({"a": (0.8, 0.9), "b": (0.1, 0.3), "c": (0.5, 0.85), "d": (0.2, 0.6)})]
+    assert families.pairwise_separations(rows, ["a", "b", "c", "d"]) == [
+        ("C1 (l2, probability)", "a", ["b", "d"]), ("C1 (l2, probability)", "c", ["b"])]
+    assert not [c for c in only_bn(families.trait_contrasts(rows, TRAITS))
+                if c.relation != "overlap"]
+
+
+def test_common_outcomes_need_the_same_outcome_from_every_net():
+    same = row({"a": (0.8, 0.9), "b": (0.7, 0.95)})
+    mixed = row({"a": (0.8, 0.9), "b": (0.1, 0.2)}, claim="C2")
+    mixed.models["b"]["outcome"] = "fail"
+    assert families.common_outcomes([same, mixed], ["a", "b"]) == [
+        ("C1 (l2, probability)", "pass")]
+    assert families.common_outcomes([same], ["a"]) == []     # one net is no agreement
+
+
+def test_logical_rows_are_left_out_of_the_comparison():
+    logical = Verdict("C6", "paper", "measured", "rule", "logical", setting="l2; probability",
+                      models={"gtsrb-ciresan": {"interval": [0.0, 0.1], "outcome": "undecided"},
+                              "gtsrb-resnet18": {"interval": [0.5, 0.6], "outcome": "undecided"}})
+    text = families.across_families([logical], [prepared("gtsrb-ciresan"),
+                                                prepared("gtsrb-resnet18")])
+    assert "C6" not in text.split("Left out")[0] and "Left out: 1 row(s)" in text

@@ -120,6 +120,16 @@ def test_share_outcome_uses_wilson_and_leaves_out_undecided_samples():
         rules.share_outcome("m", positive, positive, threshold=0.5)
 
 
+def test_a_threshold_the_sample_count_cannot_reach_is_said_so():
+    out = rules.share_outcome("m", np.ones(30, bool), threshold=0.95)     # 30 of 30: >= 88.6%
+    assert out.outcome == UNDECIDED and "30 samples can never pass at least 95%" in out.note
+    low = rules.share_outcome("m", np.zeros(30, bool), threshold=0.05, above=False)
+    assert low.outcome == UNDECIDED and "even 0 of 30" in low.note
+    reachable = rules.share_outcome("m", np.array([True] * 28 + [False] * 2), threshold=0.8)
+    assert reachable.outcome == UNDECIDED and reachable.note == "interval straddles the threshold"
+    assert rules.share_outcome("m", np.ones(100, bool), threshold=0.95).outcome == PASS
+
+
 def test_too_few_counted_units_make_a_model_undecided():
     out = rules.share_outcome("m", np.ones(9, bool), threshold=0.5)
     assert out.outcome == UNDECIDED and "only 9 measurable" in out.note

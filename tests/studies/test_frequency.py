@@ -139,6 +139,26 @@ def test_pooling_winners_and_activation_signs_change_only_for_large_perturbation
     assert study.per_sample("winners_pair")[0, 1] > 0
 
 
+def test_pooling_input_and_centred_distances_match_a_direct_computation():
+    model, samples = random_stem(), sample_set(2)
+    study = frequency_study(model, samples, [1.0, 30.0], T=5, progress=False)
+    # the stem pools right after its activation: the pooling input is the activation
+    assert np.allclose(study.distance["pooling_input"], study.distance["activation"])
+    for kind, module in (("activation", model.act), ("pooling", model.pool)):
+        source = PermutedPerturbations(tuple(samples.images.shape[1:]), [1.0, 30.0], 5,
+                                       "l2", int(samples.seeds[1]))
+        store = []
+        handle = module.register_forward_hook(lambda m, i, o: store.append(o.flatten(1)))
+        with torch.no_grad():
+            model(samples.images[1:2])
+            model(samples.images[1] + source.rows(5, 10, dtype=torch.float64))
+        handle.remove()
+        delta = store[1] - store[0]
+        centred = delta - delta.mean(0, keepdim=True)
+        cos = F.cosine_similarity(centred[:1], centred[1:], dim=1)
+        assert np.allclose(study.centred[kind][1, 1], (1 - cos).numpy())
+
+
 # ------------------------------------------------------------------- rules
 RADII = np.array([0.1, 1.0, 10.0])
 
@@ -225,3 +245,15 @@ def test_f3_compares_pooling_with_its_own_input():
     row = verdict(claims.frequency_claims({"a": s}), "F3")
     assert row.models["a"]["estimate"] == pytest.approx(0.0)
     assert row.verdict == INCONCLUSIVE              # a zero effect neither passes nor fails
+
+
+def test_f3_reads_the_centred_changes_and_gives_the_raw_ones_as_sensitivity():
+    s = study("a", pool=0.8)                          # raw: pooling lowers the distance
+    s.centred = {k: np.full_like(v, 1.0) for k, v in s.distance.items()}
+    s.centred["pooling"] = np.full_like(s.distance["pooling"], 1.3)   # centred: raises it
+    row = verdict(claims.frequency_claims({"a": s}), "F3")
+    assert row.verdict == SUPPORTED
+    assert row.models["a"]["estimate"] == pytest.approx(0.3)
+    assert "raw (uncentred) changes" in row.sensitivity
+    assert row.sensitivity.endswith(": not supported")
+    assert "minus the mean change over the T draws" in row.rule

@@ -154,43 +154,106 @@ def trait_contrasts(rows: Sequence, traits: Mapping[str, Mapping[str, bool]]
     return out
 
 
+def pairwise_separations(rows: Sequence, models: Sequence[str]) -> list[tuple[str, str, list[str]]]:
+    """Per row, each net whose interval lies wholly above other nets' intervals.
+
+    Returns ``(row label, net, [nets below it])`` triples, in row order; a
+    net whose interval overlaps every other's gives none. Unlike
+    :func:`trait_contrasts`, which compares groups, this finds two nets that
+    differ even when their traits' groups overlap.
+    """
+    out = []
+    for row in rows:
+        per_model = _models_of(row)
+        intervals = {m: per_model[m]["interval"] for m in models
+                     if m in per_model and per_model[m].get("interval")
+                     and None not in per_model[m]["interval"]}
+        for net, (low, _) in intervals.items():
+            below = [m for m, (_, high) in intervals.items() if m != net and high < low]
+            if below:
+                out.append((_label(row), net, below))
+    return out
+
+
+def common_outcomes(rows: Sequence, models: Sequence[str]) -> list[tuple[str, str]]:
+    """Rows on which every compared net has the same outcome: ``(row label, outcome)``."""
+    out = []
+    for row in rows:
+        per_model = _models_of(row)
+        outcomes = {per_model[m].get("outcome") for m in models if m in per_model}
+        if len(outcomes) == 1 and None not in outcomes and \
+                sum(m in per_model for m in models) >= 2:
+            out.append((_label(row), outcomes.pop()))
+    return out
+
+
 def across_families(rows: Sequence, prepared: Sequence, dataset: str = "gtsrb") -> str:
-    """Markdown for a chapter: the nets' traits, their outcomes per row, the contrasts.
+    """Markdown for a chapter: the nets' traits, their outcomes per row, where they differ.
 
     Parameters
     ----------
-    rows : the chapter's verdict rows.
+    rows : the chapter's verdict rows; rows whose verdict is *logical* (true
+        by construction) are left out, since they cannot tell nets apart.
     prepared : the chapter's :class:`localprops.models.samples.Prepared`
         models (their ``spec`` gives the network and its dataset).
     dataset : only the nets trained on this dataset are compared.
+
+    The text says, in this order: whether a trait separates its two groups
+    (:func:`trait_contrasts`); which pairs of nets differ on a row whatever
+    their traits (:func:`pairwise_separations`); and on which rows every net
+    has the same outcome (:func:`common_outcomes`). Overlapping group ranges
+    alone do not show that the nets agree.
     """
     specs = [p.spec for p in prepared if p.spec.dataset == dataset]
     if len(specs) < 2:
         return (f"*Fewer than two {dataset} networks ran in this build: nothing to "
                 "compare across families.*")
+    logical = [r for r in rows if _field(r, "verdict") == "logical"]
+    rows = [r for r in rows if _field(r, "verdict") != "logical"]
     traits = {s.name: architecture_traits(s.model) for s in specs}
+    nets = list(traits)
     head = "| net | " + " | ".join(TRAITS) + " |\n|---|" + "---|" * len(TRAITS)
     lines = [head] + [f"| {name} | " + " | ".join("yes" if t[k] else "no" for k in TRAITS)
                       + " |" for name, t in traits.items()]
     from localprops.report.scorecard import as_table
 
-    table = as_table(per_model_outcomes(rows, list(traits)), columns=["row", *traits])
+    table = as_table(per_model_outcomes(rows, nets), columns=["row", *nets])
     contrasts = trait_contrasts(rows, traits)
     separate = [c for c in contrasts if c.relation != "overlap"]
     text = ["**The networks compared** (read off their layers):", "", *lines, "",
             "**Each net's outcome per row** (estimate and 95% interval of the row's "
             "statistic; pass, fail or undecided by the row's rule):", "",
             table, ""]
+    if logical:
+        text += [f"Left out: {len(logical)} row(s) whose verdict is *logical* (true by "
+                 "construction for any net, so they cannot tell the nets apart).", ""]
+    text.append("**By trait.** ")
     if not contrasts:
-        text.append("No row has nets on both sides of a trait with an interval.")
+        text[-1] += "No row has nets on both sides of a trait with an interval."
     elif not separate:
-        text.append(f"On every one of the {len(contrasts)} row-and-trait comparisons the "
-                    "intervals of the nets with the trait overlap those of the nets "
-                    "without it: on these rows the families agree within resolution.")
+        text[-1] += (f"No trait separates its two groups: on all {len(contrasts)} "
+                     "row-and-trait comparisons some interval of the nets with the trait "
+                     "overlaps one of the nets without it. That does not make the nets "
+                     "alike; the pairs below can still differ.")
     else:
-        text.append(f"{len(separate)} of {len(contrasts)} row-and-trait comparisons "
-                    "separate (every interval on one side above every interval on the "
-                    "other); the rest overlap:")
+        text[-1] += (f"{len(separate)} of {len(contrasts)} row-and-trait comparisons "
+                     "separate (every interval on one side above every interval on the "
+                     "other); the rest overlap:")
         text.append("")
         text += [f"- {c.sentence()}" for c in separate]
+    pairs = pairwise_separations(rows, nets)
+    text += ["", "**Where the nets differ** (pairs whose 95% intervals do not overlap on "
+             "a row, whatever their traits):"]
+    if pairs:
+        text.append("")
+        text += [f"- {label}: {net} above {', '.join(below)}" for label, net, below in pairs]
+    else:
+        text[-1] += " none: at these sample sizes no two nets can be told apart on any row."
+    same = common_outcomes(rows, nets)
+    text += ["", "**Where they agree** (every net the same outcome):"]
+    if same:
+        text.append("")
+        text += [f"- {label}: all {outcome}" for label, outcome in same]
+    else:
+        text[-1] += " on no row."
     return "\n".join(text)

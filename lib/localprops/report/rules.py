@@ -132,8 +132,15 @@ def share_outcome(model: str, positive: ArrayLike, negative: ArrayLike | None = 
         raise ValueError("positive and negative must be disjoint boolean arrays of one shape")
     k, n = int(positive.sum()), int((positive | negative).sum())
     estimate = k / n if n else float("nan")
-    return _outcome(model, estimate, wilson_interval(k, n), threshold, above, n,
-                    len(positive), classes, min_count)
+    out = _outcome(model, estimate, wilson_interval(k, n), threshold, above, n,
+                   len(positive), classes, min_count)
+    if out.outcome == UNDECIDED and n >= min_count:
+        best = wilson_interval(n, n)[0] if above else wilson_interval(0, n)[1]
+        if (best < threshold) if above else (best >= threshold):
+            side = "at least" if above else "below"
+            out.note = (f"{n} samples can never pass {side} {threshold:.0%}: even "
+                        f"{n if above else 0} of {n} has a 95% bound of {best:.0%}")
+    return out
 
 
 def pooled_outcome(model: str, hits: ArrayLike, counted: ArrayLike | None = None, *,

@@ -18,7 +18,7 @@ max-pooling winners change.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -185,7 +185,16 @@ class FrequencyStudy:
     - ``relative[kind]`` (S, R, T-1): the same divided by ``||delta_0||``;
     - ``distance[kind]`` (S, R, T-1): the correlation distance
       ``1 - cos(delta_0, delta_t)``: 0 when the two changes are the same, 1
-      when they are uncorrelated, 2 when they are opposite.
+      when they are uncorrelated, 2 when they are opposite;
+    - ``centred[kind]`` (S, R, T-1): the same distance between the changes
+      minus their mean over the ``T`` draws of the (sample, radius): what the
+      draws share (e.g. the rise of every window's maximum under any noise)
+      is taken out, so only how the changes differ is compared. For ``T``
+      independent changes it is about ``1 + 1 / (T - 1)``, not 1.
+
+    With a pooling layer the kind ``"pooling_input"`` is measured too (the
+    tensor that enters the pooling, whatever comes before it), so that the
+    effect of pooling is read against its own input.
 
     and, where the layer exists, for the activation (its *region*: on or off,
     i.e. the sign of its input; ReLU6 / Hardtanh also count the upper clamp)
@@ -216,6 +225,7 @@ class FrequencyStudy:
     winners: np.ndarray | None = None
     winners_pair: np.ndarray | None = None
     pooling: str | None = None
+    centred: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def classes(self) -> int:
@@ -228,11 +238,11 @@ class FrequencyStudy:
     def per_sample(self, what: str, kind: str | None = None) -> np.ndarray:
         """(S, R): a measure averaged over the permutations (NaN-aware).
 
-        ``what`` is ``"absolute"``, ``"relative"`` or ``"distance"`` (with a
-        layer ``kind``), or ``"pattern"``, ``"pattern_pair"``, ``"winners"``,
+        ``what`` is ``"absolute"``, ``"relative"``, ``"distance"`` or
+        ``"centred"`` (with a layer ``kind``), or ``"pattern"``, ``"pattern_pair"``, ``"winners"``,
         ``"winners_pair"``.
         """
-        if what in ("absolute", "relative", "distance"):
+        if what in ("absolute", "relative", "distance", "centred"):
             table = getattr(self, what)
             if kind not in table:
                 raise KeyError(f"{self.model} has no {kind!r} layer; it has {list(table)}")
@@ -313,10 +323,13 @@ class _Probe:
                     self._input("regions", lambda z, m=module: _regions(m, z))))
             if kind == "pooling":
                 self.pooling = "max" if isinstance(module, nn.MaxPool2d) else "avg"
+                self.handles.append(module.register_forward_pre_hook(
+                    self._input("pooling_input", lambda z: z)))
                 if isinstance(module, nn.MaxPool2d):
                     self.handles.append(module.register_forward_pre_hook(
                         self._input("winners", lambda z, m=module: _winners(m, z))))
-        self.expected = len(layers) + ("activation" in layers) + (self.pooling == "max")
+        self.expected = (len(layers) + ("activation" in layers) + (self.pooling == "max")
+                         + ("pooling" in layers))
 
     def _record(self, key: str, value: torch.Tensor) -> None:
         if key not in self.records:
@@ -433,6 +446,8 @@ def frequency_study(model, samples, radii: list[float], *, T: int = 8, norm: str
                     out["absolute " + key] = gap
                     out["relative " + key] = gap / length[:, :1]
                     out["distance " + key] = correlation_distance(delta[:, :1], delta[:, 1:])
+                    centred = delta - delta.mean(dim=1, keepdim=True)
+                    out["centred " + key] = correlation_distance(centred[:, :1], centred[:, 1:])
                 return {key: value.cpu() for key, value in out.items()}
 
             bar = progress_bar(total=S * R, enabled=progress, desc=f"{name or 'model'} layers",
@@ -450,8 +465,10 @@ def frequency_study(model, samples, radii: list[float], *, T: int = 8, norm: str
     merged = {key: torch.cat([c[key] for c in chunks]).reshape(S, R, -1).numpy()
               for key in chunks[0]}
 
+    kinds = [*layers, *(["pooling_input"] if "pooling" in layers else [])]
+
     def table(what: str) -> dict[str, np.ndarray]:
-        return {kind: merged[f"{what} {kind}"] for kind in layers}
+        return {kind: merged[f"{what} {kind}"] for kind in kinds}
 
     return FrequencyStudy(
         model=name or type(model).__name__, radii=np.asarray(radii, float), norm=norm, T=T,
@@ -460,4 +477,4 @@ def frequency_study(model, samples, radii: list[float], *, T: int = 8, norm: str
         absolute=table("absolute"), relative=table("relative"), distance=table("distance"),
         pattern=merged.get("regions"), pattern_pair=merged.get("regions_pair"),
         winners=merged.get("winners"), winners_pair=merged.get("winners_pair"),
-        pooling=probe.pooling)
+        pooling=probe.pooling, centred=table("centred"))
