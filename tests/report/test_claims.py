@@ -647,3 +647,15 @@ def test_c7_leaves_the_eps_radius_out():
     study.rho["model"][:, 0] = OUT_OF_BAND               # eps is the first radius
     c7, _ = claims.topology_claims([study])
     assert c7.verdict == SUPPORTED and c7.models["m"]["counted"] == 2 * N
+
+
+def test_unreachable_names_the_models_whose_sample_count_cannot_pass():
+    from localprops.report.rules import PASS, Outcome
+
+    def outcome(model, n):
+        return Outcome(model, 1.0, (0.9, 1.0), 0.9, True, PASS, n, n)
+
+    text = claims._unreachable([outcome("small", 30), outcome("big", 100)], 0.9)
+    assert "fewer than 35 samples" in text and "small (30)" in text and "big" not in text
+    assert claims._unreachable([outcome("big", 100)], 0.9) == \
+        "Every model has enough samples to pass."

@@ -430,6 +430,17 @@ def _band_outcomes(studies, key: str, band: float, share: float, classes) -> lis
     return out
 
 
+def _unreachable(outcomes: Sequence[Outcome], share: float) -> str:
+    """A sentence naming the models whose sample count can never pass ``share``."""
+    short = [o for o in outcomes if rules.wilson_interval(o.samples, o.samples)[0] < share]
+    if not short:
+        return "Every model has enough samples to pass."
+    need = next(n for n in range(1, 10_000) if rules.wilson_interval(n, n)[0] >= share)
+    listed = ", ".join(f"{o.model} ({o.samples})" for o in short)
+    return (f"With fewer than {need} samples even a share of 100% has a Wilson lower end "
+            f"below {share:.0%}, so {listed} can only be undecided here, whatever the data")
+
+
 def _first_layer_outcomes(studies, depth, band: float, share: float, classes
                           ) -> list[Outcome]:
     """Per model: the share of (sample, radius >= 1) rho already in the band after layer 1."""
@@ -487,9 +498,9 @@ def topology_claims(studies, *, classes: Mapping[str, int] | None = None,
         f"per model pass when at least {share:.0%} of the (sample, radius >= 1) statistics "
         f"lie in (-{band:g}, {band:g}) (bootstrap over samples, widened to at least Wilson's "
         "interval over samples, 95%); supported if every model passes, partly if some do. "
-        "The eps radius is left out (the perturbation is mostly float32 rounding there), so "
-        "'even very close to x' is not decided; with 24 samples a share of 100% has a Wilson "
-        "lower end of 86%, below 90%: such a model can only be undecided at this threshold",
+        "The eps radius is left out (for a 224 x 224 input the perturbation is mostly "
+        "float32 rounding there; the 32 x 32 nets are not run at eps in float64 here), so "
+        "'even very close to x' is not decided. " + _unreachable(c7, share),
         c7, verdict=combine(c7), setting=setting,
         sensitivity=rules.sensitivity(_verdicts(
             lambda **k: _band_outcomes(studies, "model", band, classes=classes, **k),
