@@ -46,7 +46,8 @@ def test_linear_convolution_gap_is_proportional_to_r_in_closed_form(inplace):
     radii, T, samples = [0.1, 1.0, 10.0, 100.0], 5, sample_set(3, (3, 16, 16))
     model = random_stem(inplace)
     study = frequency_study(model, samples, radii, T=T, progress=False)
-    assert study.layers == {"convolution": "conv", "activation": "act", "pooling": "pool"}
+    assert study.layers == {"convolution": "conv", "activation": "act", "pooling": "pool",
+                            "pooling_input": "pool (its input)"}
     assert study.relative["convolution"].shape == (3, 4, T - 1)
     weight = model.conv.weight.detach()
     for i, seed in enumerate(samples.seeds):

@@ -470,6 +470,8 @@ def frequency_study(model, samples, radii: list[float], *, T: int = 8, norm: str
     def table(what: str) -> dict[str, np.ndarray]:
         return {kind: merged[f"{what} {kind}"] for kind in kinds}
 
+    if "pooling" in layers:
+        layers["pooling_input"] = f"{layers['pooling']} (its input)"
     return FrequencyStudy(
         model=name or type(model).__name__, radii=np.asarray(radii, float), norm=norm, T=T,
         layers=layers, ids=[int(i) for i in samples.ids],
