@@ -229,3 +229,21 @@ def test_one_image_cannot_pass_a_pooled_share_or_a_median():
     many = rules.pooled_outcome("m", np.ones((12, 3), bool), threshold=0.5)
     assert many.outcome == rules.PASS
     assert rules.median_outcome("m", np.zeros((1, 20)), threshold=1.0).outcome == rules.UNDECIDED
+
+
+@pytest.mark.parametrize("share, need", [(0.9, 35), (0.95, 73), (0.5, 4)])
+def test_samples_needed_matches_the_wilson_closed_form(share, need):
+    # all n positive: the Wilson lower end is n / (n + z^2), so it reaches `share`
+    # at n >= share * z^2 / (1 - share)
+    z2 = 1.959963984540054 ** 2
+    assert need == int(np.ceil(share * z2 / (1 - share)))
+    assert rules.samples_needed(share) == need
+    assert rules.can_pass(need, share) and not rules.can_pass(need - 1, share)
+    assert rules.best_bound(need) == pytest.approx(need / (need + z2))
+
+
+def test_can_pass_below_a_threshold_uses_the_upper_end():
+    # none of n positive: the upper end z^2 / (n + z^2) must fall below the threshold
+    assert not rules.can_pass(30, 0.1, above=False)
+    assert rules.can_pass(40, 0.1, above=False)
+    assert rules.best_bound(40, above=False) == pytest.approx(wilson_interval(0, 40)[1])

@@ -432,10 +432,10 @@ def _band_outcomes(studies, key: str, band: float, share: float, classes) -> lis
 
 def _unreachable(outcomes: Sequence[Outcome], share: float) -> str:
     """A sentence naming the models whose sample count can never pass ``share``."""
-    short = [o for o in outcomes if rules.wilson_interval(o.samples, o.samples)[0] < share]
+    short = [o for o in outcomes if not rules.can_pass(o.samples, share)]
     if not short:
         return "Every model has enough samples to pass."
-    need = next(n for n in range(1, 10_000) if rules.wilson_interval(n, n)[0] >= share)
+    need = rules.samples_needed(share)
     listed = ", ".join(f"{o.model} ({o.samples})" for o in short)
     return (f"With fewer than {need} samples even a share of 100% has a Wilson lower end "
             f"below {share:.0%}, so {listed} can only be undecided here, whatever the data")

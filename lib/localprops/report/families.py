@@ -113,6 +113,14 @@ class Contrast:
         return f"{self.row}, {self.trait}: {self.relation} ({groups}; intervals separate)"
 
 
+def _intervals(row, models) -> dict[str, tuple[float, float]]:
+    """``model -> interval`` of the row's entries for ``models`` that have a finite one."""
+    per_model = _models_of(row)
+    return {m: per_model[m]["interval"] for m in models
+            if m in per_model and per_model[m].get("interval")
+            and None not in per_model[m]["interval"]}
+
+
 def trait_contrasts(rows: Sequence, traits: Mapping[str, Mapping[str, bool]]
                     ) -> list[Contrast]:
     """For every row and trait with nets on both sides: separate or overlapping intervals.
@@ -135,10 +143,7 @@ def trait_contrasts(rows: Sequence, traits: Mapping[str, Mapping[str, bool]]
     out = []
     for row in rows:
         label = _label(row)
-        per_model = _models_of(row)
-        intervals = {m: per_model[m]["interval"] for m in traits
-                     if m in per_model and per_model[m].get("interval")
-                     and None not in per_model[m]["interval"]}
+        intervals = _intervals(row, traits)
         for trait in TRAITS:
             have = tuple(m for m in intervals if traits[m].get(trait))
             lack = tuple(m for m in intervals if not traits[m].get(trait))
@@ -164,10 +169,7 @@ def pairwise_separations(rows: Sequence, models: Sequence[str]) -> list[tuple[st
     """
     out = []
     for row in rows:
-        per_model = _models_of(row)
-        intervals = {m: per_model[m]["interval"] for m in models
-                     if m in per_model and per_model[m].get("interval")
-                     and None not in per_model[m]["interval"]}
+        intervals = _intervals(row, models)
         for net, (low, _) in intervals.items():
             below = [m for m, (_, high) in intervals.items() if m != net and high < low]
             if below:

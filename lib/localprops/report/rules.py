@@ -116,6 +116,26 @@ def _outcome(model, estimate, interval, threshold, above, counted, samples, clas
                    classes, note)
 
 
+def best_bound(n: int, above: bool = True) -> float:
+    """The most favourable Wilson 95% bound ``n`` samples can give a share.
+
+    ``above``: the lower end when all ``n`` are positive; else the upper end
+    when none is. It says whether a sample count can ever decide a share.
+    """
+    return wilson_interval(n, n)[0] if above else wilson_interval(0, n)[1]
+
+
+def can_pass(n: int, threshold: float, above: bool = True) -> bool:
+    """Whether some outcome of ``n`` samples passes ``threshold`` (see :func:`best_bound`)."""
+    best = best_bound(n, above)
+    return best >= threshold if above else best < threshold
+
+
+def samples_needed(threshold: float, above: bool = True, limit: int = 10_000) -> int:
+    """The fewest samples whose best outcome passes ``threshold`` (:func:`can_pass`)."""
+    return next(n for n in range(1, limit + 1) if can_pass(n, threshold, above))
+
+
 def share_outcome(model: str, positive: ArrayLike, negative: ArrayLike | None = None, *,
                   threshold: float, above: bool = True, classes: int | None = None,
                   min_count: int = MIN_COUNT) -> Outcome:
@@ -135,8 +155,8 @@ def share_outcome(model: str, positive: ArrayLike, negative: ArrayLike | None = 
     out = _outcome(model, estimate, wilson_interval(k, n), threshold, above, n,
                    len(positive), classes, min_count)
     if out.outcome == UNDECIDED and n >= min_count:
-        best = wilson_interval(n, n)[0] if above else wilson_interval(0, n)[1]
-        if (best < threshold) if above else (best >= threshold):
+        best = best_bound(n, above)
+        if not can_pass(n, threshold, above):
             side = "at least" if above else "below"
             out.note = (f"{n} samples can never pass {side} {threshold:.0%}: even "
                         f"{n if above else 0} of {n} has a 95% bound of {best:.0%}")
