@@ -67,6 +67,45 @@ def test_depth_layers_in_forward_order():
     assert len(depth.depth_layers(net, "head.2", most=3)) == 3
 
 
+class _Branches(nn.Module):
+    """An inception-like block: a pooling branch beside a convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 2, 1)
+        self.pool_branch = nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.Conv2d(4, 2, 1))
+
+    def forward(self, x):
+        return torch.cat([self.conv(x), self.pool_branch(x)], dim=1)
+
+
+class _Trunk(nn.Module):
+    """Stem, a pooling layer, two blocks (one residual-stage-like), pooling, classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.block1 = _Branches()
+        self.layer2 = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = self.block1(self.pool(self.relu(self.stem(x))))
+        return self.fc(self.avgpool(self.layer2(x)).flatten(1))
+
+
+def test_depth_layers_take_whole_blocks_not_pools_inside_a_branch():
+    net = _Trunk()
+    # the branch's pool sees one branch only; the blocks' outputs are whole representations
+    assert depth.depth_layers(net, "avgpool") == ["stem", "pool", "block1", "layer2", "avgpool"]
+    assert depth.depth_layers(net, "avgpool", most=3) == ["stem", "pool", "avgpool"]
+    with pytest.raises(ValueError, match="not a module"):
+        depth.depth_layers(net, "head")
+
+
 def test_depth_study_linear_net_gives_equal_model_and_jacobian_rho():
     images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 255
     samples = SampleSet(images=images, labels=[0, 1], seeds=[3, 4], ids=[0, 1])

@@ -53,21 +53,32 @@ def _mantel_input(d: torch.Tensor) -> torch.Tensor | np.ndarray:
 def depth_layers(model: nn.Module, feature_layer: str, most: int = 8) -> list[str]:
     """The stages at which the depth study measures rho, in forward order.
 
-    The first convolution (one affine map), then the end of every
-    convolutional stage (each pooling layer, as in the GTSRB nets) or, for a
-    network built from a list of blocks (EfficientNet-Lite's ``_blocks``),
-    evenly spaced blocks, then ``feature_layer`` (the layer before the
-    classifier): at most ``most`` layers. Registration order is taken as
-    forward order, which holds for the book's models.
+    The first convolution (one affine map), then the ends of the network's
+    stages, then ``feature_layer`` (the layer before the classifier): at most
+    ``most`` layers, the stages evenly spaced when there are more.
+
+    A stage end is an output that carries the whole representation at its
+    depth. They are read off the *trunk*, the module with the most direct
+    children (a plain net's ``features``, torchvision's GoogLeNet and ResNet
+    themselves, EfficientNet-Lite's ``_blocks``): each of its children that
+    is a pooling layer or a block of its own (an inception module, a
+    residual stage ``layer1``..``layer4``, an MBConv block), registered
+    before ``feature_layer``. A pooling layer *inside* a block (an inception
+    module's pooling branch) is not one: it sees one branch only.
+    Registration order is taken as forward order, which holds for the book's
+    models.
     """
     named = list(model.named_modules())
+    order = {n: k for k, (n, _) in enumerate(named)}
+    if feature_layer not in order:
+        raise ValueError(f"feature_layer {feature_layer!r} is not a module of the model")
     first = next((n for n, m in named if isinstance(m, nn.Conv2d)), None)
-    stages = [n for n, m in named if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
-    if not stages:
-        for n, m in named:
-            if isinstance(m, nn.ModuleList) and len(m) >= 4:
-                stages = [f"{n}.{i}" for i in range(len(m))]
-                break
+    trunk, body = max(named, key=lambda item: len(list(item[1].children())))
+    prefix = f"{trunk}." if trunk else ""
+    stages = [f"{prefix}{n}" for n, m in body.named_children()
+              if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) or len(list(m.children()))]
+    stages = [n for n in stages if order[n] < order[feature_layer]
+              and (first is None or order[n] > order[first])]
     room = max(1, most - 2)
     if len(stages) > room:
         picks = np.unique(np.round(np.linspace(0, len(stages) - 1, room)).astype(int))
