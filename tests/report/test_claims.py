@@ -659,3 +659,26 @@ def test_unreachable_names_the_models_whose_sample_count_cannot_pass():
     assert "fewer than 35 samples" in text and "small (30)" in text and "big" not in text
     assert claims._unreachable([outcome("big", 100)], 0.9) == \
         "Every model has enough samples to pass."
+
+
+def test_c9_sensitivity_reads_higher_shares_and_the_scalar_reading():
+    # 70% of the points contract: passes "more than half", undecided or failing at 75% / 90%
+    studies = [lipschitz(split(0.5, 2.0, np.arange(N) < int(0.7 * N)), "m0")]
+    row = claims.lipschitz_claims(studies, scalar_scale={"m0": 0.1})[0]
+    assert "share > 75%" in row.sensitivity and "share > 90%" in row.sensitivity
+    # times 0.1 every ratio (0.5 or 2.0) is below 1: the scalar reading supports
+    assert f"one min-max scalar per side: {SUPPORTED}" in row.sensitivity
+    expanding = claims.lipschitz_claims([lipschitz(EXPANDING, "m0")],
+                                        scalar_scale={"m0": 0.1})[0]
+    assert expanding.verdict == NOT_SUPPORTED
+    assert f"one min-max scalar per side: {SUPPORTED}" in expanding.sensitivity
+    assert "scalar" not in claims.lipschitz_claims(studies)[0].sensitivity
+
+
+def test_c10_says_when_the_bound_is_too_loose_to_decide():
+    loose = c10([0.5], [1e4], worst_raw={"m0": np.full(N, 1.5)})
+    assert "could not have failed" in loose.rule
+    assert f"above 1 (expanding in grey levels in, activations out) on {N} of {N}" \
+        in loose.measured
+    tight = c10([0.5], [100.0], worst_raw={"m0": np.full(N, 5.0)})
+    assert "could not have failed" not in tight.rule and f"on {N} of {N}" in tight.measured

@@ -194,8 +194,8 @@ def across_families(rows: Sequence, prepared: Sequence, dataset: str = "gtsrb") 
 
     Parameters
     ----------
-    rows : the chapter's verdict rows; rows whose verdict is *logical* (true
-        by construction) are left out, since they cannot tell nets apart.
+    rows : the chapter's verdict rows; rows whose verdict is *logical* (shown,
+        not counted: true by construction or an interpretation) are left out.
     prepared : the chapter's :class:`localprops.models.samples.Prepared`
         models (their ``spec`` gives the network and its dataset).
     dataset : only the nets trained on this dataset are compared.
@@ -227,8 +227,9 @@ def across_families(rows: Sequence, prepared: Sequence, dataset: str = "gtsrb") 
             "statistic; pass, fail or undecided by the row's rule):", "",
             table, ""]
     if logical:
-        text += [f"Left out: {len(logical)} row(s) whose verdict is *logical* (true by "
-                 "construction for any net, so they cannot tell the nets apart).", ""]
+        text += [f"Left out: {len(logical)} row(s) whose verdict is *logical*: shown and "
+                 "not counted (true by construction, or an interpretation that follows from "
+                 "another row), so not compared across nets here.", ""]
     text.append("**By trait.** ")
     if not contrasts:
         text[-1] += "No row has nets on both sides of a trait with an interval."

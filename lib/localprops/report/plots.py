@@ -340,12 +340,16 @@ def lipschitz_illustration() -> plt.Figure:
     axes[0].plot(t, 5 * np.tanh(t / 5), label="f2(t) = 5 tanh(t/5)")
     axes[1].plot(t, np.ones_like(t), label="f1'(t)")
     axes[1].plot(t, 1 / np.cosh(t / 5) ** 2, label="f2'(t)")
+    close = 5 * float(np.arccosh(1 / np.sqrt(0.9)))      # f2' >= 0.9 f1' inside
     for ax in axes:
-        ax.axvspan(-5, 5, color="0.92", zorder=0)
+        ax.axvspan(-close, close, color="0.92", zorder=0)
         ax.set_xlabel("t")
         ax.legend(fontsize=8)
+    axes[0].set_ylabel("f(t)")
+    axes[1].set_ylabel("f'(t): the local ratio as the step goes to 0")
     axes[0].set_title("same global Lipschitz constant (1)", fontsize=9)
-    axes[1].set_title("derivatives: alike for |t| < 5 (grey), not beyond", fontsize=9)
+    axes[1].set_title(f"derivatives within 10% for |t| < {close:.1f} (grey), "
+                      "apart beyond", fontsize=9)
     return fig
 
 
