@@ -258,23 +258,3 @@ def test_resolve_device_defaults_to_cuda_when_present():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert models.resolve_device(None).type == expected
     assert models.resolve_device("cpu") == torch.device("cpu")
-
-
-def test_cpu_models_run_channels_last_with_the_same_outputs(gtsrb_spec):
-    # loaded for the CPU: 4-D weights in channels-last, values those of the default
-    # layout up to float32 rounding; the float64 copy is contiguous and the original kept
-    from localprops.models.wrappers import fast_layout, float64_copy
-    convs = [m for m in gtsrb_spec.model.modules() if isinstance(m, nn.Conv2d)]
-    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last)
-                         for c in convs)
-    x = torch.rand(4, 3, 32, 32) * 255
-    plain = float64_copy(gtsrb_spec.model).float()
-    assert all(c.weight.is_contiguous() for c in plain.modules() if isinstance(c, nn.Conv2d))
-    with torch.no_grad():
-        fast, slow = gtsrb_spec.model(x), plain(x)
-        wide = float64_copy(gtsrb_spec.model)(x.double())
-    assert torch.allclose(fast, slow, rtol=1e-4, atol=1e-4)
-    assert torch.allclose(wide.float(), slow, rtol=1e-4, atol=1e-4)
-    assert convs[0].weight.dtype == torch.float32
-    net = nn.Conv2d(3, 4, 3)
-    assert fast_layout(net, "cuda") is net and net.weight.is_contiguous()

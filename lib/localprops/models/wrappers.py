@@ -9,7 +9,6 @@ classifier). :func:`find_feature_layer` finds that layer in any network.
 """
 from __future__ import annotations
 
-import copy
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -29,32 +28,6 @@ class ModelUnavailableError(RuntimeError):
 
 class WeightsIntegrityError(RuntimeError):
     """A weights file does not match the sha256 recorded for it."""
-
-
-def fast_layout(model: nn.Module, device: torch.device | str) -> nn.Module:
-    """Put a float32 model's 4-D weights in the layout its device runs fastest.
-
-    On a CPU that is channels-last (NHWC): measured on 2 cores, per image
-    and in the book's chunk sizes, EfficientNet-Lite0 ran 1.3x faster,
-    GoogLeNet 1.5x, the paper's GTSRB nets 1.25-1.4x, ResNet-18 and
-    VGG-11-BN the same. Inputs need no change (a convolution with
-    channels-last weights computes in that layout). The values are those of
-    the default layout up to float32 rounding (summation order). Other
-    devices keep PyTorch's default. Changes ``model`` in place and returns it.
-    """
-    if torch.device(device).type == "cpu":
-        model.to(memory_format=torch.channels_last)
-    return model
-
-
-def float64_copy(model: nn.Module) -> nn.Module:
-    """A float64 copy of ``model`` in the default (contiguous) layout.
-
-    float64 convolutions do not use the CPU's channels-last kernels; on 2
-    cores EfficientNet-Lite0's depthwise layers ran 2.5x slower in that
-    layout. The original is left as it is.
-    """
-    return copy.deepcopy(model).to(dtype=torch.float64, memory_format=torch.contiguous_format)
 
 
 class Normalized(nn.Module):

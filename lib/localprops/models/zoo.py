@@ -90,7 +90,6 @@ from localprops.models.wrappers import (
     Normalized,
     ResizeCrop,
     WeightsIntegrityError,
-    fast_layout,
     find_feature_layer,
     resolve_device,
 )
@@ -134,7 +133,7 @@ _MODULE_CALLABLE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 def _finish(name: str, model: nn.Module, mean: Sequence[float], std: Sequence[float],
             device: torch.device, scale: float = 1 / 255) -> nn.Module:
     """Wrap in :class:`Normalized`, move to ``device``, eval mode, no grads kept."""
-    wrapped = fast_layout(Normalized(model, mean, std, scale=scale).to(device).eval(), device)
+    wrapped = Normalized(model, mean, std, scale=scale).to(device).eval()
     for parameter in wrapped.parameters():
         parameter.requires_grad_(False)
     return wrapped
@@ -380,7 +379,7 @@ def state_sha256(model: nn.Module) -> str:
     for key, value in model.state_dict().items():
         if not isinstance(value, torch.Tensor):
             continue
-        tensor = value.detach().cpu().clone(memory_format=torch.contiguous_format)
+        tensor = value.detach().cpu().contiguous()
         digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel()
                       else b"")
@@ -511,7 +510,7 @@ def load_callable(name: str, device: str | torch.device | None = None) -> ModelS
         raise TypeError(f"{name} returned a {type(result).__name__}; it must return "
                         "a ModelSpec (localprops.models.from_module(net, ...)) or a "
                         f"dict of from_module's keyword arguments. {_EXAMPLE}")
-    fast_layout(spec.model.to(device).eval(), device)
+    spec.model.to(device).eval()
     for parameter in spec.model.parameters():
         parameter.requires_grad_(False)
     dataset = spec.dataset
@@ -611,7 +610,7 @@ def from_module(model: nn.Module, *, mean: Sequence[float], std: Sequence[float]
         raise ValueError(f"feature_layer {feature_layer!r} is not a module of the "
                          f"model; some of its modules: {list(modules)[1:12]}")
     device = resolve_device(device)
-    wrapped = fast_layout(Normalized(model, mean, std, scale=scale).to(device).eval(), device)
+    wrapped = Normalized(model, mean, std, scale=scale).to(device).eval()
     return ModelSpec(name=name, model=wrapped,
                      preprocess=preprocess or ResizeCrop(size, None, "bilinear"),
                      input_size=size, classes=list(classes),

@@ -27,6 +27,7 @@ starting radius.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import html
 import io
@@ -42,7 +43,7 @@ from torch import nn
 
 from localprops.core.engine import model_device, true_class_log_odds
 from localprops.models.samples import SampleSet
-from localprops.models.wrappers import ModelSpec, float64_copy
+from localprops.models.wrappers import ModelSpec
 from localprops.studies.scores import KINDS, QUANTITIES, ScoreStudy
 
 if TYPE_CHECKING:                                  # plotly is in the `book` extra
@@ -95,7 +96,7 @@ def clean_values(model: ModelSpec | nn.Module, images: torch.Tensor, labels: Seq
     """
     if quantity not in QUANTITIES:
         raise ValueError(f"quantity must be one of {QUANTITIES}, got {quantity!r}")
-    net = float64_copy(_network(model)).eval()
+    net = copy.deepcopy(_network(model)).to(dtype=torch.float64).eval()
     device = model_device(net)
     with torch.no_grad():
         logits = net(images.to(device=device, dtype=torch.float64)).double().cpu()

@@ -16,6 +16,7 @@ all models of a dataset see the same perturbations of the same image.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +28,7 @@ from localprops.core.cache import ResultCache
 from localprops.core.engine import evaluate, model_device
 from localprops.core.sampling import PermutedPerturbations, RadialPerturbations
 from localprops.models.samples import SampleSet
-from localprops.models.wrappers import ModelSpec, as_spec, float64_copy
+from localprops.models.wrappers import ModelSpec, as_spec
 from localprops.studies.runner import run_units
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -180,7 +181,7 @@ def float64_radii(samples: SampleSet, radii: list[float], norm: str = "l2", *,
 
 def _as_float64(model: nn.Module) -> nn.Module:
     """A float64 copy of the model (its parameters and buffers), left on its device."""
-    return float64_copy(model)
+    return copy.deepcopy(model).to(dtype=torch.float64)
 
 
 def score_study(model: ModelSpec, samples: SampleSet, *, kind: str = "isotropy",

@@ -48,7 +48,7 @@ from torch import nn
 from localprops.core import checks as _checks
 from localprops.core.engine import capture_layer, default_batch_size, model_device, run_chunked
 from localprops.models.samples import SampleSet
-from localprops.models.wrappers import ModelSpec, float64_copy
+from localprops.models.wrappers import ModelSpec
 from localprops.studies.attacks import deepfool
 from localprops.studies.runner import run_units
 
@@ -129,9 +129,7 @@ class FeatureMap:
                             f"{type(spec_or_model).__name__}")
         if not feature_layer:
             raise ValueError("name the feature layer (a name of model.named_modules())")
-        copied = (float64_copy(model) if dtype == torch.float64
-                  else copy.deepcopy(model).to(dtype))
-        self.model = copied.eval().requires_grad_(False)
+        self.model = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
         self.layer = feature_layer
         self.dtype = dtype
         self.device = model_device(self.model)
