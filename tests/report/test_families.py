@@ -95,6 +95,10 @@ def test_across_families_markdown_names_separating_rows():
                                            prepared("gtsrb-resnet18")])
     assert "| gtsrb-resnet18 | yes | yes | no | yes |" in text
     assert "C1 (l2, probability), residual: higher with" in text
+    # a trait every compared net shares (or none has) cannot separate anything
+    untestable = text.split("Not testable here")[1].split(". ")[0]
+    assert "inception (none has it)" in untestable and "max pooling (all have it)" in untestable
+    assert "residual" not in untestable and "batch norm" not in untestable
 
 
 def test_across_families_says_when_everything_overlaps_and_when_too_few_nets():

@@ -231,6 +231,11 @@ def across_families(rows: Sequence, prepared: Sequence, dataset: str = "gtsrb") 
                  "not counted (true by construction, or an interpretation that follows from "
                  "another row), so not compared across nets here.", ""]
     text.append("**By trait.** ")
+    shared = [t for t in TRAITS if len({bool(traits[n].get(t)) for n in nets}) == 1]
+    if shared:
+        text[-1] += ("Not testable here, every net compared being alike in it: "
+                     + ", ".join(f"{t} ({'all have it' if traits[nets[0]].get(t) else 'none has it'})"
+                                 for t in shared) + ". ")
     if not contrasts:
         text[-1] += "No row has nets on both sides of a trait with an interval."
     elif not separate:
