@@ -352,6 +352,21 @@ def test_c9_worst_case(case):
     assert "worst case" in worst_case.paper and worst_case.verdict == expected
 
 
+@pytest.mark.parametrize("along, expected", [(CONTRACTING, SUPPORTED),
+                                              (EXPANDING, NOT_SUPPORTED)])
+def test_c9_worst_case_witness_at_a_finite_radius(along, expected):
+    """The top direction's ratio at r = 1 is a sensitivity line, either way; not the rule."""
+    studies = [lipschitz(CONTRACTING, "m0")]
+    _, worst_case, _ = claims.lipschitz_claims(
+        studies, worst_minmax={"m0": np.full(N, 2.0)}, worst_along={"m0": np.full(N, along)},
+        along_radius=1.0)
+    assert worst_case.verdict == NOT_SUPPORTED
+    assert (f"finite radius r = 1, along the top direction (a lower bound on the worst case "
+            f"there): {expected}") in worst_case.sensitivity
+    _, without, _ = claims.lipschitz_claims(studies, worst_minmax={"m0": np.full(N, 2.0)})
+    assert "finite radius" not in without.sensitivity
+
+
 def c10(gains, bounds, worst_raw=None):
     studies = [lipschitz(g, f"m{i}") for i, g in enumerate(gains)]
     return claims.lipschitz_claims(studies, {f"m{i}": b for i, b in enumerate(bounds)},

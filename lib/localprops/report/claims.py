@@ -560,6 +560,8 @@ def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None, *,
                      worst_minmax: Mapping[str, np.ndarray] | None = None,
                      worst_raw: Mapping[str, np.ndarray] | None = None,
                      scalar_scale: Mapping[str, float] | None = None,
+                     worst_along: Mapping[str, np.ndarray] | None = None,
+                     along_radius: float | None = None,
                      classes: Mapping[str, int] | None = None) -> list[Verdict]:
     """C9 (both readings of eq. 9) and C10 from Lipschitz studies.
 
@@ -570,7 +572,11 @@ def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None, *,
     them the worst-case rows are inconclusive. ``bounds`` maps a model to its
     global product bound. ``scalar_scale`` maps a model to (input range /
     feature range) of the one-scalar-per-side min-max reading, which turns a
-    raw gain into that reading's (for the sensitivity line).
+    raw gain into that reading's (for the sensitivity line). ``worst_along``
+    maps a model to its per-sample min-max ratio ``L_x`` at the finite radius
+    ``along_radius``, along the top singular direction: a witness of the
+    worst case at that radius (a lower bound on it), read in the worst-case
+    row's sensitivity line.
     """
     if not studies:
         return []
@@ -614,6 +620,10 @@ def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None, *,
             alternatives["one min-max scalar per side"] = combine(worst_outcomes(
                 {m: np.asarray(g) * scalar_scale[m] for m, g in worst_raw.items()
                  if m in scalar_scale}))
+    if worst_along:
+        alternatives[f"finite radius r = {along_radius:g}, along the top direction (a "
+                     "lower bound on the worst case there)"] = combine(
+            worst_outcomes(worst_along))
     rows.append(_row(
         "C9", "ConvNets are locally contracting (reading: eq. 9's bound over all "
         "directions, the worst case)",

@@ -356,32 +356,36 @@ def lipschitz_illustration() -> plt.Figure:
 def lipschitz_scatter(studies, *, reading: str = "minmax", columns: int = 3) -> plt.Figure:
     """The paper's Fig. 6 form: output against input distance of every perturbed point.
 
-    Colour: radius (colder = smaller). Black: first-order polynomial fit;
-    blue: second-order fit. The dashed diagonal is L_x = 1.
+    Colour: the radius, one colour per radius of the grid (the radii below 1,
+    e.g. the paper's eps, sit at the origin and share the first colour).
+    Solid black: first-order polynomial fit; dashed blue: second-order fit.
+    The dotted diagonal is L_x = 1. One legend, on the first panel.
     """
     if not studies:
         raise ValueError("no Lipschitz results to draw")
     fig, axes = _panel_grid(len(studies), columns, 4.6, 3.8, sharey=False)
+    shown = np.unique(np.concatenate([np.maximum(s.radii, 1.0) for s in studies]))
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(shown)))
     for ax, study in zip(axes.flat, studies):
         x = study.input_distance[reading]
         y = study.output_distance[reading]
-        radius = np.broadcast_to(study.radii[None, :, None], x.shape)
-        sc = ax.scatter(x.ravel(), y.ravel(), c=np.log10(radius.ravel()), cmap="coolwarm",
-                        s=4, alpha=0.6)
+        for k, r in enumerate(study.radii):
+            colour = colours[int(np.searchsorted(shown, max(float(r), 1.0)))]
+            ax.scatter(x[:, k].ravel(), y[:, k].ravel(), color=colour, s=4, alpha=0.6,
+                       label=None if r < 1 else f"r = {r:g}")
         grid = np.linspace(0, x.max(), 100)
-        for degree, color in ((1, "k"), (2, "b")):
+        for degree, colour, style in ((1, "k", "-"), (2, "tab:blue", "--")):
             coef = np.polyfit(x.ravel(), y.ravel(), degree)
-            ax.plot(grid, np.polyval(coef, grid), color=color, lw=1.2,
+            ax.plot(grid, np.polyval(coef, grid), color=colour, ls=style, lw=1.2,
                     label=f"degree {degree} fit")
         top = max(x.max(), y.max())
-        ax.plot([0, top], [0, top], "k--", lw=0.7, label="L_x = 1")
+        ax.plot([0, top], [0, top], c="0.3", ls=":", lw=1.0, label="L_x = 1")
         ax.set_xlim(0, x.max() * 1.05)
         ax.set_ylim(0, y.max() * 1.05)
         ax.set_xlabel(f"||h(x + nu) - h(x)|| ({reading})")
         ax.set_ylabel("||g(Phi(x + nu)) - g(Phi(x))||")
         ax.set_title(f"{study.model} (S={len(study.ids)})", fontsize=9)
-        ax.legend(fontsize=7)
-    fig.colorbar(sc, ax=axes, shrink=0.8, label="log10 radius")
+    axes.flat[0].legend(fontsize=7, loc="upper left", markerscale=2)
     return fig
 
 

@@ -1,0 +1,38 @@
+"""What the figures encode: colours, legends and the data drawn, on constructed results."""
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+
+from localprops.studies.lipschitz import LipschitzStudy
+
+matplotlib.use("Agg")
+
+from localprops.report import plots  # noqa: E402  (after the backend is chosen)
+
+
+def lipschitz_study(model: str, radii) -> LipschitzStudy:
+    """Input distance = radius, output distance = half of it, for 3 samples x T = 2."""
+    radii = np.asarray(radii, float)
+    x = np.broadcast_to(radii[None, :, None], (3, len(radii), 2)).copy()
+    return LipschitzStudy(model, "l2", radii, np.arange(3),
+                          output_distance={"minmax": x / 2, "raw": x / 2},
+                          input_distance={"minmax": x, "raw": x})
+
+
+def test_lipschitz_scatter_one_colour_per_radius_and_one_legend():
+    studies = [lipschitz_study("a", [1e-3, 1.0, 10.0]), lipschitz_study("b", [1.0, 5.0])]
+    fig = plots.lipschitz_scatter(studies)
+    first, second = fig.axes[:2]
+    # radii below 1 share the colour of r = 1; every other radius has its own
+    colours = [tuple(c.get_facecolor()[0]) for c in first.collections]
+    assert colours[0] == colours[1] and colours[1] != colours[2]
+    assert tuple(second.collections[0].get_facecolor()[0]) == colours[1]     # r = 1 alike
+    labels = first.get_legend().get_texts()
+    assert [t.get_text() for t in labels] == ["r = 1", "r = 10", "degree 1 fit",
+                                              "degree 2 fit", "L_x = 1"]
+    assert second.get_legend() is None
+    # the points drawn are the study's distances, radius by radius
+    np.testing.assert_array_equal(first.collections[2].get_offsets()[:, 0], 10.0)
+    np.testing.assert_array_equal(first.collections[2].get_offsets()[:, 1], 5.0)
+    matplotlib.pyplot.close(fig)
