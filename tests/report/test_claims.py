@@ -484,6 +484,32 @@ def test_b2(case):
     assert (b2.claim, b2.verdict) == ("B2", expected)
 
 
+def test_b1_b2_sensitivity_lines():
+    """Factors, the log-odds model, and a margin above the noise floor, each recomputed."""
+    iso, study = first_order(at_1=1.0, at_20=10.0)
+    valid = {"m": np.ones((N, 3), bool)}
+    b1, b2 = claims.first_order_claims([iso], [study], valid)
+    assert "ranges at least" not in b1.sensitivity + b2.sensitivity   # no floors: no line
+    assert b2.sensitivity.startswith("first-order model of the log-odds")
+    assert "factor 1.5: supported" in b2.sensitivity and "factor 3: supported" in b2.sensitivity
+    # ranges at r = 1 are about 3e-3: with a floor of 1e-3 they are within 10x of it and
+    # B1 (read at r = 1) has nothing left to count; the departures at r = 20 still count
+    ranges = np.ptp(iso.scores, axis=-1)
+    assert (ranges[:, 1] < 1e-2).all() and (ranges[:, 2] > 1e-2).all()
+    b1, b2 = claims.first_order_claims([iso], [study], valid, floors=floors(iso, value=1e-3))
+    assert b1.verdict == NOT_SUPPORTED and b2.verdict == SUPPORTED     # the rules unchanged
+    assert "ranges at least 10x their noise floor: inconclusive" in b1.sensitivity
+    assert "ranges at least 10x their noise floor: supported" in b2.sensitivity
+    # a low floor keeps every range: the margin line agrees with the rule
+    b1, _ = claims.first_order_claims([iso], [study], valid, floors=floors(iso, value=1e-9))
+    assert "ranges at least 10x their noise floor: not supported" in b1.sensitivity
+
+
+def test_b3_sensitivity_lines():
+    b3, _ = claims.attack_claims([attack(AS_LINEAR)])
+    assert "factor 1.5" in b3.sensitivity and "factor 3" in b3.sensitivity
+
+
 def test_b2_says_where_the_linear_regime_ends():
     _, b2 = beyond(first_order(at_20=10.0))
     assert f"score model {N} of {N}, median r = 20" in b2.measured

@@ -179,13 +179,20 @@ def test_build_id_follows_the_chapters_code_not_its_parameters_or_prose(checkout
     assert scorecard.build_id("03_iso", "ci") == before, "the same code again"
 
 
-def test_build_id_follows_the_profile_file_and_name(checkout):
+def test_build_id_follows_the_chapters_parameters_and_the_profile_name(checkout):
+    profile = checkout / "profiles" / "ci.yml"
     before = scorecard.build_id("03_iso", "ci")
-    (checkout / "profiles" / "ci.yml").write_text("common:\n  T: 3\n", "utf-8")
-    assert scorecard.build_id("03_iso", "ci") != before
-    (checkout / "profiles" / "ci.yml").write_text("common:\n  T: 2\n", "utf-8")
+    profile.write_text("common:\n  T: 3\n", "utf-8")
+    assert scorecard.build_id("03_iso", "ci") != before, "common parameter"
+    profile.write_text("common:\n  T: 2\n03_iso:\n  n: 5\n", "utf-8")
+    assert scorecard.build_id("03_iso", "ci") != before, "the chapter's own block"
+    profile.write_text("# a comment\ncommon:\n  T: 2\n04_other:\n  n: 5\n", "utf-8")
+    assert scorecard.build_id("03_iso", "ci") == before, "another chapter's block"
+    profile.write_text("common:\n  T: 2\n", "utf-8")
     assert scorecard.build_id("03_iso", "ci") == before
     assert scorecard.build_id("03_iso", "paper") != before
+    profile.write_text("common: [not, a, mapping]\n", "utf-8")    # invalid: its text decides
+    assert scorecard.build_id("03_iso", "ci") != before
 
 
 def test_build_id_follows_the_package_code(checkout, code_version):

@@ -416,6 +416,25 @@ def test_moment_comparison_against_a_loop():
     for name, values in shifts.items():
         assert getattr(got, f"shift_{name}")[j] == pytest.approx(np.median(values), rel=1e-6,
                                                                  abs=1e-15)
+    # without floors every shift counts as resolved; the floor is NaN
+    assert got.shift_resolved.all() and np.isnan(got.shift_floor).all()
+    # floors: the median over the kept samples (at least the clean score's float64
+    # spacing); a shift below its floor is not resolved, one above it is
+    rows = valid[:, k]
+    high = np.full(valid.shape, 10 * abs(got.shift_measured[j]) + 1e-3)
+    above = beyond.moment_comparison(iso, study, valid, floors=high)
+    assert above.shift_floor[j] == pytest.approx(high[rows, k].max())
+    assert not above.shift_resolved[j]
+    low = beyond.moment_comparison(iso, study, valid, floors=np.zeros(valid.shape))
+    assert low.shift_floor[j] == np.median(np.spacing(clean[rows]))
+    assert low.shift_resolved[j] == (abs(got.shift_measured[j]) > low.shift_floor[j])
+    # a sample with no measured spread (0 / 0) is left out of the spread's median
+    flat = dataclasses.replace(iso, scores=iso.scores.copy())
+    first_kept = int(np.flatnonzero(rows)[0])
+    flat.scores[first_kept, k, :t2] = flat.scores[first_kept, k, 0]
+    kept_spreads = [v for s, v in zip(np.flatnonzero(rows), spreads) if s != first_kept]
+    assert beyond.moment_comparison(flat, study, valid).spread[j] == pytest.approx(
+        np.median(kept_spreads), rel=1e-9)
     # one direction per radius has no spread: nothing to report
     one = dataclasses.replace(study, curvatures=study.curvatures[..., :1])
     assert not beyond.moment_comparison(iso, one, valid).samples.any()

@@ -551,6 +551,16 @@ def _contracting_outcomes(studies, reading: str, classes, share: float = 0.5,
         threshold=share, classes=(classes or {}).get(s.model)) for s in studies]
 
 
+def _c10_text(o: Outcome, worst_raw: Mapping[str, np.ndarray] | None) -> str:
+    """C10's line for one model: local gain / product bound, and raw gains above 1."""
+    text = f"largest local gain / global bound {o.estimate:.3g}"
+    if worst_raw and o.model in worst_raw:
+        raw = np.asarray(worst_raw[o.model])
+        text += (f"; raw worst-case gain above 1 (expanding in grey levels in, "
+                 f"activations out) on {int((raw > 1).sum())} of {raw.size} samples")
+    return text
+
+
 #: A local gain below this share of C10's product bound: the bound is too loose for
 #: the comparison with a tenth of it to go either way.
 LOOSE_BOUND = 1e-2
@@ -655,23 +665,15 @@ def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None, *,
                            f"only a {kind} gain is known" if kind != "worst-case" else
                            f"only {len(s.ids)} samples (need {rules.MIN_COUNT}): a larger "
                            "gain may be missed"))
-    def c10_text(o: Outcome) -> str:
-        text = f"largest local gain / global bound {o.estimate:.3g}"
-        if worst_raw and o.model in worst_raw:
-            raw = np.asarray(worst_raw[o.model])
-            text += (f"; raw worst-case gain above 1 (expanding in grey levels in, "
-                     f"activations out) on {int((raw > 1).sum())} of {raw.size} samples")
-        return text
-
     loose = bool(c10) and all(o.estimate < LOOSE_BOUND for o in c10)
     c10_row = _row(
         "C10", "hence explanations by global non-linearity may be inaccurate",
-        _texts(c10, c10_text)
+        _texts(c10, lambda o: _c10_text(o, worst_raw))
         or "no model with a global product bound (not a plain sequence of layers)",
         "an interpretation, shown and not counted: the product of layer norms is an upper "
         "bound on the global constant whose looseness is not measured, so a local gain far "
         "below it says how loose the bound is as much as how the network behaves; and the "
-        "claim follows from C9, whose worst-case reading fails in min-max units. The "
+        f"claim follows from C9 (worst-case reading in min-max units: {combine(worst)}). The "
         "measurement: per model, the largest worst-case local gain over at least 10 samples "
         "against a tenth of the product bound (a random-direction ratio is only a lower "
         "bound on the gain). Rule verdict as measured: " + (combine(c10) if c10 else
@@ -891,9 +893,14 @@ def frequency_claims(studies: Mapping, pooling: Mapping | None = None, *,
 
 
 # ------------------------------------------------ beyond the paper (chapter 08)
+#: B1 and B2's sensitivity line: a range counts only at this many times its noise floor
+FLOOR_MARGIN = 10.0
+
+
 def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
                        valid: Mapping[str, np.ndarray], *, factor: float = 2.0,
-                       at: float = 1.0) -> list[Verdict]:
+                       at: float = 1.0, floors: Mapping[str, NoiseFloor] | None = None
+                       ) -> list[Verdict]:
     """B1 (the paper's dismissal of a gradient test) and B2 (the linear regime ends in range).
 
     ``measured`` are isotropy studies and ``studies`` the
@@ -905,7 +912,10 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
     measurable samples make a model undecided). B2 is judged on the
     first-order model of the score; its text also gives the model of the
     log-odds, which separates the sigmoid's saturation from the network's
-    own departure from linearity.
+    own departure from linearity. With ``floors`` (model -> its
+    :class:`NoiseFloor`), both rows get a sensitivity line that counts a range
+    only at :data:`FLOOR_MARGIN` times its floor: a range just above its floor
+    carries a rounding error of its own size, enough to fake a departure.
     """
     from localprops.studies.firstorder import departure_radii, range_ratios, within_factor
 
@@ -914,14 +924,19 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
     norm = studies[0].norm
     setting = f"{norm} radius; agreement within a factor {factor:g}"
 
-    def ends(iso, study, ok, through_log_odds):
+    def ends(iso, study, ok, through_log_odds) -> str:
         _, end = departure_radii(iso, study, ok, factor, through_log_odds=through_log_odds)
-        text = (f"{int(np.isfinite(end).sum())} of {len(end)}, median "
+        return (f"{int(np.isfinite(end).sum())} of {len(end)}, median "
                 + (f"r = {np.median(end):g}" if len(end) and np.isfinite(np.median(end))
                    else "none"))
-        return end, text
 
-    def b1_outcomes(f: float) -> list[Outcome]:
+    margin = ({iso.model: np.asarray(valid[iso.model], bool)
+               & (np.ptp(iso.scores, axis=-1)
+                  > FLOOR_MARGIN * _range_floors(iso, floors, "probability"))
+               for iso in measured} if floors else None)
+    margin_line = f"ranges at least {FLOOR_MARGIN:g}x their noise floor"
+
+    def b1_outcomes(f: float, valid=valid) -> list[Outcome]:
         out = []
         for iso, study in zip(measured, studies):
             ok = np.asarray(valid[study.model], bool)[:, _radius_index(iso, at)]
@@ -931,14 +946,21 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
                                            classes=iso.classes))
         return out
 
-    b1, b2, texts_b2 = b1_outcomes(factor), [], {}
+    def b2_outcomes(f: float, through_log_odds: bool = False, valid=valid
+                    ) -> list[Outcome]:
+        out = []
+        for iso, study in zip(measured, studies):
+            _, end = departure_radii(iso, study, np.asarray(valid[study.model], bool), f,
+                                     through_log_odds=through_log_odds)
+            out.append(rules.share_outcome(study.model, np.isfinite(end), threshold=0.5,
+                                           classes=iso.classes))
+        return out
+
+    b1, b2, texts_b2 = b1_outcomes(factor), b2_outcomes(factor), {}
     for iso, study in zip(measured, studies):
         ok = np.asarray(valid[study.model], bool)
-        end, text_s = ends(iso, study, ok, False)
-        _, text_lo = ends(iso, study, ok, True)
-        b2.append(rules.share_outcome(study.model, np.isfinite(end), threshold=0.5,
-                                      classes=iso.classes))
-        texts_b2[study.model] = (f"score model {text_s}; log-odds model {text_lo}")
+        texts_b2[study.model] = (f"score model {ends(iso, study, ok, False)}; "
+                                 f"log-odds model {ends(iso, study, ok, True)}")
     b1_row = _row(
         "B1", "a gradient-based test of isotropy (eq. 3) 'might not be promising' (Sec. 2.1)",
         _texts(b1, lambda o: f"{o.text()} of {o.counted} measurable samples within "
@@ -948,7 +970,10 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
         "gradient then predicts the measured anisotropy; not supported if every model "
         "passes, partly if some do, supported if none",
         b1, verdict=combine(b1, invert=True), setting=setting,
-        sensitivity=rules.sensitivity({"factor 1.5": combine(b1_outcomes(1.5), invert=True)}))
+        sensitivity=rules.sensitivity({
+            "factor 1.5": combine(b1_outcomes(1.5), invert=True),
+            **({margin_line: combine(b1_outcomes(factor, valid=margin), invert=True)}
+               if margin else {})}))
     b2_row = _row(
         "B2", "(beyond the paper) the first-order model of the score breaks down within the "
         "paper's radii",
@@ -957,7 +982,12 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
         f"per model pass when most measurable samples' first-order prediction of the score "
         f"departs by more than a factor {factor:g} at some radius of the grid (Wilson 95%); "
         "supported if every model passes, partly if some do",
-        b2, verdict=combine(b2), setting=setting)
+        b2, verdict=combine(b2), setting=setting,
+        sensitivity=rules.sensitivity({
+            "first-order model of the log-odds (no sigmoid saturation)":
+                combine(b2_outcomes(factor, through_log_odds=True)),
+            **{f"factor {f:g}": combine(b2_outcomes(f)) for f in (1.5, 3.0)},
+            **({margin_line: combine(b2_outcomes(factor, valid=margin))} if margin else {})}))
     return [b1_row, b2_row]
 
 
@@ -980,14 +1010,19 @@ def attack_claims(studies: Sequence, *, factor: float = 2.0,
         return []
     norm = studies[0].norm
     classes = classes or {}
-    b3, b4, notes = [], [], {}
+    def log_gap(study) -> np.ndarray:
+        found = np.isfinite(study.ratio)
+        return np.where(found, np.log(np.where(found, study.ratio, 1.0) / study.linear_ratio),
+                        np.nan)
+
+    def b3_outcomes(f: float) -> list[Outcome]:
+        return [rules.band_outcome(s.model, log_gap(s), low=-np.log(f), high=np.log(f),
+                                   classes=classes.get(s.model)) for s in studies]
+
+    b3, b4, notes = b3_outcomes(factor), [], {}
     for study in studies:
         ratio = study.ratio
         found = np.isfinite(ratio)
-        log_gap = np.where(found, np.log(np.where(found, ratio, 1.0) / study.linear_ratio),
-                           np.nan)
-        b3.append(rules.band_outcome(study.model, log_gap, low=-np.log(factor),
-                                     high=np.log(factor), classes=classes.get(study.model)))
         below = found & (ratio < 1)
         out = rules.share_outcome(study.model, found & ~below, below, threshold=1.0,
                                   classes=classes.get(study.model))
@@ -1016,10 +1051,8 @@ def attack_claims(studies: Sequence, *, factor: float = 2.0,
         f"ratio) has its bootstrap 95% interval inside +-log {factor:g}, fail when entirely "
         "outside; supported if every model passes, partly if some do",
         b3, verdict=combine(b3), setting=f"{norm} radius",
-        sensitivity=rules.sensitivity({"factor 3": combine([rules.band_outcome(
-            o.model, np.where(np.isfinite(s.ratio), np.log(np.where(
-                np.isfinite(s.ratio), s.ratio, 1.0) / s.linear_ratio), np.nan),
-            low=-np.log(3.0), high=np.log(3.0)) for o, s in zip(b3, studies)])}))
+        sensitivity=rules.sensitivity({f"factor {f:g}": combine(b3_outcomes(f))
+                                       for f in (1.5, 3.0)}))
     b4_row = _row(
         "B4", "(beyond the paper) no random direction misclassifies at a smaller radius "
         "than the adversarial one",

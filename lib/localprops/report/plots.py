@@ -415,8 +415,11 @@ def taylor_vs_measured(measured: Sequence[ScoreStudy], studies: Sequence, *, ord
         x = np.maximum(np.ptp(scores, axis=-1), _RANGE_FLOOR)
         y = np.maximum(np.ptp(predicted, axis=-1), _RANGE_FLOOR)
         colour = np.broadcast_to(np.log10(radii)[None, :], x.shape)
+        # the largest radius at 85% of the colour map: no pale yellow on white
+        low_r, high_r = float(np.log10(radii).min()), float(np.log10(radii).max())
         scatter = ax.scatter(x.ravel(), y.ravel(), c=colour.ravel(), cmap="plasma", s=14,
-                             linewidths=0.3, edgecolors="k")
+                             linewidths=0.3, edgecolors="k", vmin=low_r,
+                             vmax=low_r + (high_r - low_r) / 0.85 if high_r > low_r else None)
         low, high = min(x.min(), y.min()) / 2, max(x.max(), y.max()) * 2
         line = np.array([low, high])
         ax.plot(line, line, c="k", lw=0.8)
@@ -434,11 +437,11 @@ def taylor_vs_measured(measured: Sequence[ScoreStudy], studies: Sequence, *, ord
 
 def agreement_by_radius(measured: Sequence[ScoreStudy], studies: Sequence,
                         valid: Mapping[str, np.ndarray], *, factor: float = 2.0,
-                        ax: plt.Axes | None = None) -> plt.Axes:
+                        ax: plt.Axes | None = None, legend: bool = True) -> plt.Axes:
     """Share of measurable samples whose predicted range is within ``factor`` of the measured one.
 
     Solid lines: first order at every radius; markers: second order at its
-    radii. ``valid`` maps a model to its (S, R) mask of measurable ranges
+    radii; ``legend`` outside the axes, on their right. ``valid`` maps a model to its (S, R) mask of measurable ranges
     (:func:`localprops.studies.firstorder.measurable`); the share at a radius is over
     the samples measurable there (no point where there is none).
     """
@@ -459,12 +462,17 @@ def agreement_by_radius(measured: Sequence[ScoreStudy], studies: Sequence,
             radii = study.radii if order == 1 else study.second_radii
             ax.plot(radii, share, color=colour, marker="." if order == 1 else "x",
                     ls="-" if order == 1 else "", ms=4 if order == 1 else 8,
-                    label=f"{study.model}" + (" (second order)" if order == 2 else ""))
+                    label=study.model if order == 1 else None)
     ax.set_xscale("log")
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel(f"radius r ({studies[0].norm})")
     ax.set_ylabel(f"share of measurable samples within x{factor:g}")
-    ax.legend(fontsize=7)
+    if legend:       # one entry per model, one for the second-order crosses, beside the axes
+        handles, labels = ax.get_legend_handles_labels()
+        if any(len(s.second_radii) for s in studies):
+            handles.append(Line2D([], [], color="grey", marker="x", ls="", ms=8))
+            labels.append("second order (model's colour)")
+        ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
 
 
@@ -531,7 +539,7 @@ def radius_ratios(studies: Sequence, *, ax: plt.Axes | None = None) -> plt.Axes:
                        Line2D([], [], c="k", ls="--", label="linear classifier, best of T"),
                        Line2D([], [], marker="^", ls="", c="grey",
                               label="no random flip up to the cap")], fontsize=7,
-              loc="lower right")
+              loc="upper right")
     return ax
 
 

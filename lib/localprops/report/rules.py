@@ -127,8 +127,11 @@ def best_bound(n: int, above: bool = True) -> float:
 
 def can_pass(n: int, threshold: float, above: bool = True) -> bool:
     """Whether some outcome of ``n`` samples passes ``threshold`` (see :func:`best_bound`)."""
-    best = best_bound(n, above)
-    return best >= threshold if above else best < threshold
+    return _bound_passes(best_bound(n, above), threshold, above)
+
+
+def _bound_passes(bound: float, threshold: float, above: bool) -> bool:
+    return bound >= threshold if above else bound < threshold
 
 
 def samples_needed(threshold: float, above: bool = True, limit: int = 10_000) -> int:
@@ -156,7 +159,7 @@ def share_outcome(model: str, positive: ArrayLike, negative: ArrayLike | None = 
                    len(positive), classes, min_count)
     if out.outcome == UNDECIDED and n >= min_count:
         best = best_bound(n, above)
-        if not can_pass(n, threshold, above):
+        if not _bound_passes(best, threshold, above):
             side = "at least" if above else "below"
             out.note = (f"{n} samples can never pass {side} {threshold:.0%}: even "
                         f"{n if above else 0} of {n} has a 95% bound of {best:.0%}")

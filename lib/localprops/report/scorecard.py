@@ -82,10 +82,12 @@ def build_id(chapter: str, profile: str, modules: Sequence[str] | None = None) -
 
     It covers the code of ``modules`` (the package modules the chapter's
     kernel had loaded when it saved its verdicts; None: every module of the
-    package), the profile's name and, in a source checkout, the profile file
-    and the chapter notebook's code cells (without its parameters cell). A
-    saved row whose id differs from the one computed now is stale: code it
-    ran, the notebook or the profile changed since it was written.
+    package), the profile's name and, in a source checkout, the chapter's
+    parameters in the profile file (``common`` with the chapter's block: an
+    edit to another chapter's block leaves this id alone) and the chapter
+    notebook's code cells (without its parameters cell). A saved row whose id
+    differs from the one computed now is stale: code it ran, the notebook or
+    its parameters changed since it was written.
     """
     import hashlib
     import json
@@ -98,7 +100,13 @@ def build_id(chapter: str, profile: str, modules: Sequence[str] | None = None) -
     if root is not None:
         profile_file = root / "profiles" / f"{profile}.yml"
         if profile_file.is_file():
-            digest.update(profile_file.read_bytes())
+            from localprops.tools.profiles import ProfileError, load_profile
+
+            try:
+                parameters = load_profile(profile_file).parameters(chapter)
+                digest.update(json.dumps(parameters, sort_keys=True, default=str).encode())
+            except ProfileError:        # not a valid profile: its text decides
+                digest.update(profile_file.read_bytes())
         notebook = root / "notebooks" / f"{chapter}.ipynb"
         if notebook.is_file():
             cells = json.loads(notebook.read_text("utf-8"))["cells"]

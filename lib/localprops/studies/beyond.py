@@ -263,6 +263,10 @@ class MomentComparison:
     ``shift_measured``, ``shift_first`` and ``shift_second`` are the shift of
     the mean score from the clean score, measured and predicted to first and
     second order. Radii with no measurable sample have ``samples`` 0 and NaN.
+    ``shift_floor`` is the median noise floor of the measured scores at that
+    radius, at least the float64 spacing of the clean score (NaN without floors): a measured shift below it is rounding, not a
+    measurement (:attr:`shift_resolved`). A sample whose measured spread is 0
+    has no spread ratio and is left out of ``spread``'s median.
     """
 
     radii: np.ndarray
@@ -271,22 +275,31 @@ class MomentComparison:
     shift_measured: np.ndarray
     shift_first: np.ndarray
     shift_second: np.ndarray
+    shift_floor: np.ndarray
+
+    @property
+    def shift_resolved(self) -> np.ndarray:
+        """(R2,) bool: the measured mean shift lies above its noise floor (True without floors)."""
+        return ~(np.abs(self.shift_measured) <= self.shift_floor)
 
 
 def moment_comparison(measured: ScoreStudy, study: FirstOrderStudy,
-                      valid: ArrayLike) -> MomentComparison:
+                      valid: ArrayLike, floors: ArrayLike | None = None) -> MomentComparison:
     """Predicted against measured mean shift and spread of the scores.
 
     Over many directions symmetric about 0 the first-order term of the mean
     averages out, so the shift of the mean score is a second-order effect,
-    ``r^2 / 2`` times the mean of ``d' H d``. Parameters as in
-    :func:`linear_regime`. With fewer than two directions per second-order
-    radius there is no spread: every radius then has ``samples`` 0.
+    ``r^2 / 2`` times the mean of ``d' H d``. ``measured``, ``study`` and
+    ``valid`` as in :func:`linear_regime`; ``floors`` (S, R) the noise floors
+    of the measured score ranges
+    (:meth:`localprops.studies.scores.ScoreStudy.range_floors`), which say
+    which measured shifts are resolved. With fewer than two directions per
+    second-order radius there is no spread: every radius then has ``samples`` 0.
     """
     check_aligned(measured, study)
     radii = np.asarray(study.second_radii, float)
-    out = {key: np.full(len(radii), np.nan)
-           for key in ("spread", "shift_measured", "shift_first", "shift_second")}
+    out = {key: np.full(len(radii), np.nan) for key in
+           ("spread", "shift_measured", "shift_first", "shift_second", "shift_floor")}
     samples = np.zeros(len(radii), int)
     t2 = study.curvatures.shape[-1]
     if len(radii) and t2 >= 2:
@@ -302,10 +315,15 @@ def moment_comparison(measured: ScoreStudy, study: FirstOrderStudy,
             with np.errstate(divide="ignore", invalid="ignore"):
                 spread = (scores["first"][keep, j].std(axis=-1)
                           / scores["measured"][keep, j].std(axis=-1))
-            out["spread"][j] = np.median(spread)
+            spread = spread[np.isfinite(spread)]
+            out["spread"][j] = np.median(spread) if spread.size else np.nan
             for name, values in scores.items():
                 out[f"shift_{name}"][j] = np.median(values[keep, j].mean(axis=-1)
                                                     - clean[keep, 0])
+            if floors is not None:      # float64 spacing of the clean score at least
+                out["shift_floor"][j] = np.median(np.maximum(
+                    np.asarray(floors, float)[keep, study.second_index[j]],
+                    np.spacing(clean[keep, 0])))
     return MomentComparison(radii=radii, samples=samples, **out)
 
 
