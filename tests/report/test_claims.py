@@ -505,6 +505,30 @@ def test_b1_b2_sensitivity_lines():
     assert "ranges at least 10x their noise floor: not supported" in b1.sensitivity
 
 
+@pytest.mark.parametrize("scale, expected", [(1.0, NOT_SUPPORTED), (4.0, SUPPORTED)])
+def test_b1_b2_on_log_odds_ranges_and_other_radii(scale, expected):
+    """The log-odds line compares log-odds ranges with r |g_lo . d| spreads, either way."""
+    import dataclasses
+
+    iso, study = first_order(at_1=1.0, at_20=1.0)
+    lo = study.clean_log_odds[:, None, None]
+    g_lo = study.slopes / (study.clean_scores * (1 - study.clean_scores))[:, None, None]
+    # measured log-odds move `scale` times as far as the linear model of the log-odds
+    iso = dataclasses.replace(iso, log_odds=lo + scale * study.radii[None, :, None] * g_lo)
+    ok = {"m": np.ones((N, 3), bool)}
+    b1, b2 = claims.first_order_claims([iso], [study], ok, valid_log_odds=ok)
+    line = "log-odds ranges (saturated samples measured)"
+    assert f"{line}: {expected}" in b1.sensitivity
+    assert f"{line}: {expected}" in b2.sensitivity
+    # B1 is read at r = 1 and, in its sensitivity line, at r = 20 (on the grid; 10 is not)
+    assert b1.setting.endswith("at r = 1") and "at r = 20: not supported" in b1.sensitivity
+    assert "at r = 10" not in b1.sensitivity
+    # agreement at r = 1, a tenfold departure at r = 20: the rule and its r = 20 line differ
+    far_iso, far_study = first_order(at_1=1.0, at_20=10.0)
+    far = claims.first_order_claims([far_iso], [far_study], ok)[0]
+    assert far.verdict == NOT_SUPPORTED and "at r = 20: supported" in far.sensitivity
+
+
 def test_b3_sensitivity_lines():
     b3, _ = claims.attack_claims([attack(AS_LINEAR)])
     assert "factor 1.5" in b3.sensitivity and "factor 3" in b3.sensitivity

@@ -36,3 +36,30 @@ def test_lipschitz_scatter_one_colour_per_radius_and_one_legend():
     np.testing.assert_array_equal(first.collections[2].get_offsets()[:, 0], 10.0)
     np.testing.assert_array_equal(first.collections[2].get_offsets()[:, 1], 5.0)
     matplotlib.pyplot.close(fig)
+
+
+def test_taylor_vs_measured_draws_unmeasurable_pairs_hollow():
+    from localprops.studies.firstorder import FirstOrderStudy
+    from localprops.studies.scores import ScoreStudy
+
+    n, radii = 4, np.array([1e-3, 1.0, 20.0])
+    slopes = np.random.default_rng(0).normal(size=(n, 3, 5)) * 1e-3
+    clean = np.full(n, 0.999)
+    study = FirstOrderStudy("m", "l2", radii, np.array([]), np.arange(n), np.zeros(n, int),
+                            np.log(clean / (1 - clean)), slopes, np.zeros((n, 0, 0)),
+                            np.ones(n), np.ones(n))
+    iso = ScoreStudy("m", "isotropy", "l2", radii, np.arange(n), np.zeros(n, int),
+                     study.predicted_scores(1), np.zeros((n, 3, 5), np.int16))
+    valid = np.ones((n, 3), bool)
+    valid[0, 2] = False                                 # one pair not measurable at r = 20
+    fig = plots.taylor_vs_measured([iso], [study], valid={"m": valid})
+    ax = fig.axes[0]
+    filled = [c for c in ax.collections if c.get_facecolor().size]
+    hollow = [c for c in ax.collections if not c.get_facecolor().size]
+    assert [len(c.get_offsets()) for c in filled] == [4, 4, 3]       # one per radius
+    assert len(hollow) == 1 and len(hollow[0].get_offsets()) == 1
+    # the hollow marker has the colour of its radius
+    np.testing.assert_allclose(hollow[0].get_edgecolor()[0], filled[2].get_facecolor()[0])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "r = 0.001", "r = 1", "r = 20", "not measurable"]
+    matplotlib.pyplot.close(fig)

@@ -416,6 +416,13 @@ def test_moment_comparison_against_a_loop():
     for name, values in shifts.items():
         assert getattr(got, f"shift_{name}")[j] == pytest.approx(np.median(values), rel=1e-6,
                                                                  abs=1e-15)
+    # per-sample errors in units of the measured spread, then the median
+    rows_k = [s for s in range(6) if valid[s, k]]
+    sds = [np.std(iso.scores[s, k, :t2]) for s in rows_k]
+    for name in ("first", "second"):
+        expected = [abs(m - p) / sd for m, p, sd in zip(shifts["measured"], shifts[name], sds)]
+        assert getattr(got, f"error_{name}")[j] == pytest.approx(np.median(expected),
+                                                                 rel=1e-6, abs=1e-12)
     # without floors every shift counts as resolved; the floor is NaN
     assert got.shift_resolved.all() and np.isnan(got.shift_floor).all()
     # floors: the median over the kept samples (at least the clean score's float64

@@ -899,7 +899,8 @@ FLOOR_MARGIN = 10.0
 
 def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
                        valid: Mapping[str, np.ndarray], *, factor: float = 2.0,
-                       at: float = 1.0, floors: Mapping[str, NoiseFloor] | None = None
+                       at: float = 1.0, floors: Mapping[str, NoiseFloor] | None = None,
+                       valid_log_odds: Mapping[str, np.ndarray] | None = None
                        ) -> list[Verdict]:
     """B1 (the paper's dismissal of a gradient test) and B2 (the linear regime ends in range).
 
@@ -909,23 +910,61 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
     ``factor`` of the measured one. ``valid`` maps a model to its (S, R) mask
     of measurable ranges (:func:`localprops.studies.firstorder.measurable`); other
     (sample, radius) pairs say nothing and are left out of the shares (too few
-    measurable samples make a model undecided). B2 is judged on the
-    first-order model of the score; its text also gives the model of the
-    log-odds, which separates the sigmoid's saturation from the network's
-    own departure from linearity. With ``floors`` (model -> its
-    :class:`NoiseFloor`), both rows get a sensitivity line that counts a range
-    only at :data:`FLOOR_MARGIN` times its floor: a range just above its floor
-    carries a rounding error of its own size, enough to fake a departure.
+    measurable samples make a model undecided). B1 is read at radius ``at``
+    (its sensitivity line reads it at 10 and 20 too, where they are on the
+    grid). B2 is judged on the first-order model of the score; its text also
+    gives the model of the log-odds, which separates the sigmoid's saturation
+    from the network's own departure from linearity. Sensitivity lines: other
+    factors; with ``floors`` (model -> its :class:`NoiseFloor`), ranges only at
+    :data:`FLOOR_MARGIN` times their floor (a range just above its floor
+    carries a rounding error of its own size, enough to fake a departure);
+    with ``valid_log_odds`` (model -> (S, R) mask of measurable log-odds
+    ranges, :func:`localprops.studies.beyond.log_odds_measurable`), both rows
+    on the log-odds ranges, where a saturated sample, whose probability does
+    not move, is still measured.
     """
-    from localprops.studies.firstorder import departure_radii, range_ratios, within_factor
+    from localprops.core.stats import sigmoid
+    from localprops.studies.firstorder import linear_regime_end, range_ratios, within_factor
 
     if not studies:
         return []
     norm = studies[0].norm
     setting = f"{norm} radius; agreement within a factor {factor:g}"
+    pairs = list(zip(measured, studies))
 
-    def ends(iso, study, ok, through_log_odds) -> str:
-        _, end = departure_radii(iso, study, ok, factor, through_log_odds=through_log_odds)
+    def ratios(iso, study, kind: str) -> np.ndarray:
+        """(S, R) predicted over measured range: of the score, or of the log-odds."""
+        if kind == "log-odds ranges":
+            lo = study.clean_log_odds[:, None]
+            slope = np.ptp(study.slopes, axis=-1) / (sigmoid(lo) / (1.0 + np.exp(lo)))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return study.radii[None, :] * slope / np.ptp(iso.log_odds, axis=-1)
+        return range_ratios(iso, study, through_log_odds=kind == "log-odds model")
+
+    def b1_outcomes(f: float, masks=valid, kind: str = "score", radius: float = at
+                    ) -> list[Outcome]:
+        out = []
+        for iso, study in pairs:
+            k = _radius_index(iso, radius)
+            ok = np.asarray(masks[study.model], bool)[:, k]
+            agree = ok & within_factor(ratios(iso, study, kind)[:, k], factor=f)
+            out.append(rules.share_outcome(study.model, agree, ok & ~agree, threshold=0.5,
+                                           classes=iso.classes))
+        return out
+
+    def departures(iso, study, f: float, masks, kind: str) -> np.ndarray:
+        """First radius of departure of the samples measurable at some radius (inf: none)."""
+        ok = np.asarray(masks[study.model], bool)
+        return linear_regime_end(ratios(iso, study, kind), study.radii, ok, f)[ok.any(axis=1)]
+
+    def b2_outcomes(f: float, masks=valid, kind: str = "score") -> list[Outcome]:
+        return [rules.share_outcome(study.model,
+                                    np.isfinite(departures(iso, study, f, masks, kind)),
+                                    threshold=0.5, classes=iso.classes)
+                for iso, study in pairs]
+
+    def ends(iso, study, kind: str) -> str:
+        end = departures(iso, study, factor, valid, kind)
         return (f"{int(np.isfinite(end).sum())} of {len(end)}, median "
                 + (f"r = {np.median(end):g}" if len(end) and np.isfinite(np.median(end))
                    else "none"))
@@ -934,33 +973,27 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
                & (np.ptp(iso.scores, axis=-1)
                   > FLOOR_MARGIN * _range_floors(iso, floors, "probability"))
                for iso in measured} if floors else None)
-    margin_line = f"ranges at least {FLOOR_MARGIN:g}x their noise floor"
-
-    def b1_outcomes(f: float, valid=valid) -> list[Outcome]:
-        out = []
-        for iso, study in zip(measured, studies):
-            ok = np.asarray(valid[study.model], bool)[:, _radius_index(iso, at)]
-            agree = ok & within_factor(range_ratios(iso, study)[:, _radius_index(iso, at)],
-                                       factor=f)
-            out.append(rules.share_outcome(study.model, agree, ok & ~agree, threshold=0.5,
-                                           classes=iso.classes))
-        return out
-
-    def b2_outcomes(f: float, through_log_odds: bool = False, valid=valid
-                    ) -> list[Outcome]:
-        out = []
-        for iso, study in zip(measured, studies):
-            _, end = departure_radii(iso, study, np.asarray(valid[study.model], bool), f,
-                                     through_log_odds=through_log_odds)
-            out.append(rules.share_outcome(study.model, np.isfinite(end), threshold=0.5,
-                                           classes=iso.classes))
-        return out
-
-    b1, b2, texts_b2 = b1_outcomes(factor), b2_outcomes(factor), {}
-    for iso, study in zip(measured, studies):
-        ok = np.asarray(valid[study.model], bool)
-        texts_b2[study.model] = (f"score model {ends(iso, study, ok, False)}; "
-                                 f"log-odds model {ends(iso, study, ok, True)}")
+    alternatives_b1 = {"factor 1.5": combine(b1_outcomes(1.5), invert=True)}
+    alternatives_b2 = {"first-order model of the log-odds (no sigmoid saturation)":
+                       combine(b2_outcomes(factor, kind="log-odds model")),
+                       **{f"factor {f:g}": combine(b2_outcomes(f)) for f in (1.5, 3.0)}}
+    for radius in (10.0, 20.0):
+        if radius != at and all(np.isclose(iso.radii, radius).any() for iso in measured):
+            alternatives_b1[f"at r = {radius:g}"] = combine(b1_outcomes(factor, radius=radius),
+                                                            invert=True)
+    if margin:
+        line = f"ranges at least {FLOOR_MARGIN:g}x their noise floor"
+        alternatives_b1[line] = combine(b1_outcomes(factor, margin), invert=True)
+        alternatives_b2[line] = combine(b2_outcomes(factor, margin))
+    if valid_log_odds:
+        line = "log-odds ranges (saturated samples measured)"
+        alternatives_b1[line] = combine(b1_outcomes(factor, valid_log_odds,
+                                                    "log-odds ranges"), invert=True)
+        alternatives_b2[line] = combine(b2_outcomes(factor, valid_log_odds,
+                                                    "log-odds ranges"))
+    b1, b2 = b1_outcomes(factor), b2_outcomes(factor)
+    texts_b2 = {study.model: f"score model {ends(iso, study, 'score')}; log-odds model "
+                             f"{ends(iso, study, 'log-odds model')}" for iso, study in pairs}
     b1_row = _row(
         "B1", "a gradient-based test of isotropy (eq. 3) 'might not be promising' (Sec. 2.1)",
         _texts(b1, lambda o: f"{o.text()} of {o.counted} measurable samples within "
@@ -969,11 +1002,8 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
         f"within a factor {factor:g} of the measured one at r = {at:g} (Wilson 95%): the "
         "gradient then predicts the measured anisotropy; not supported if every model "
         "passes, partly if some do, supported if none",
-        b1, verdict=combine(b1, invert=True), setting=setting,
-        sensitivity=rules.sensitivity({
-            "factor 1.5": combine(b1_outcomes(1.5), invert=True),
-            **({margin_line: combine(b1_outcomes(factor, valid=margin), invert=True)}
-               if margin else {})}))
+        b1, verdict=combine(b1, invert=True), setting=f"{setting} at r = {at:g}",
+        sensitivity=rules.sensitivity(alternatives_b1))
     b2_row = _row(
         "B2", "(beyond the paper) the first-order model of the score breaks down within the "
         "paper's radii",
@@ -983,11 +1013,7 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
         f"departs by more than a factor {factor:g} at some radius of the grid (Wilson 95%); "
         "supported if every model passes, partly if some do",
         b2, verdict=combine(b2), setting=setting,
-        sensitivity=rules.sensitivity({
-            "first-order model of the log-odds (no sigmoid saturation)":
-                combine(b2_outcomes(factor, through_log_odds=True)),
-            **{f"factor {f:g}": combine(b2_outcomes(f)) for f in (1.5, 3.0)},
-            **({margin_line: combine(b2_outcomes(factor, valid=margin))} if margin else {})}))
+        sensitivity=rules.sensitivity(alternatives_b2))
     return [b1_row, b2_row]
 
 
@@ -1042,9 +1068,10 @@ def attack_claims(studies: Sequence, *, factor: float = 2.0,
             + f"; linear classifier: {np.median(study.linear_ratio):.3g} for the best of "
             f"{study.T} directions, {typical:.3g} for a typical one")
     b3_row = _row(
-        "B3", "(Fawzi et al. 2015, 2016) as for a linear classifier, random noise needs about "
-        "sqrt(D) times the adversarial L2 radius to misclassify (here: the best of T "
-        "directions of eq. 4, in both readings)",
+        "B3", "(Fawzi et al. 2015, 2016) as for a linear classifier, random noise needs far "
+        "more than the adversarial radius to misclassify (about sqrt(D) times it for a typical "
+        "L2 direction; here: the best of T directions of eq. 4 against a linear classifier's "
+        "best of T, in both readings)",
         _texts(b3, lambda o: f"{notes[o.model]}; median log(measured / linear) "
                              f"{o.text('.2f')}"),
         f"per model pass when the median over samples of log(ratio / linear classifier's "
@@ -1054,8 +1081,10 @@ def attack_claims(studies: Sequence, *, factor: float = 2.0,
         sensitivity=rules.sensitivity({f"factor {f:g}": combine(b3_outcomes(f))
                                        for f in (1.5, 3.0)}))
     b4_row = _row(
-        "B4", "(beyond the paper) no random direction misclassifies at a smaller radius "
-        "than the adversarial one",
+        "B4", "(beyond the paper; a check of the attacks) no random direction misclassifies "
+        "at a smaller radius than the adversarial one (both are upper bounds on the smallest "
+        "misclassifying radius: a failure would mean the attacks missed a nearer error that "
+        "random search found)",
         _texts(b4, lambda o: f"{o.counted - round(o.estimate * o.counted) if o.counted else 0}"
                              f" of {o.counted} samples below 1; share at or above 1 "
                              f"{o.text()}"),

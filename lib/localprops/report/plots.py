@@ -391,35 +391,46 @@ def lipschitz_scatter(studies, *, reading: str = "minmax", columns: int = 3) -> 
 
 # ------------------------------------------------ beyond the paper (chapter 08)
 def taylor_vs_measured(measured: Sequence[ScoreStudy], studies: Sequence, *, order: int = 1,
-                       factor: float = 2.0, columns: int = 3) -> plt.Figure:
+                       factor: float = 2.0, columns: int = 3,
+                       valid: Mapping[str, np.ndarray] | None = None) -> plt.Figure:
     """Predicted against measured score range, one panel per model, log-log.
 
     ``studies`` are :class:`localprops.studies.firstorder.FirstOrderStudy` results for
     the same samples as ``measured`` (isotropy studies); one marker per sample
-    and radius, coloured by radius. The diagonal is perfect agreement; the
-    dotted lines bound agreement within ``factor``.
+    and radius, one colour per radius (legend on the first panel). With
+    ``valid`` (model -> (S, R) mask of measurable ranges, as in
+    :func:`agreement_by_radius`), pairs that are not measurable are drawn
+    hollow. The diagonal is perfect agreement; the dotted lines bound
+    agreement within ``factor``. Ranges are true-class probabilities (the
+    radius in grey levels of the [0, 255] scale).
     """
     from localprops.studies.firstorder import check_aligned
 
     if not studies:
         raise ValueError("no study results to draw")
     fig, axes = _panel_grid(len(studies), columns, 4.2, 3.8, sharey=False)
-    scatter = None
+    every = np.unique(np.concatenate([s.radii if order == 1 else s.second_radii
+                                      for s in studies]))
+    colours = dict(zip(every, plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(every)))))
     for ax, iso, study in zip(axes.flat, measured, studies):
         check_aligned(iso, study)
         radii = study.radii if order == 1 else study.second_radii
         predicted = study.predicted_scores(order)
         scores = iso.scores
+        ok = (np.ones(scores.shape[:2], bool) if valid is None
+              else np.asarray(valid[study.model], bool))
         if order == 2:
             scores = scores[:, study.second_index, :predicted.shape[-1]]
+            ok = ok[:, study.second_index]
         x = np.maximum(np.ptp(scores, axis=-1), _RANGE_FLOOR)
         y = np.maximum(np.ptp(predicted, axis=-1), _RANGE_FLOOR)
-        colour = np.broadcast_to(np.log10(radii)[None, :], x.shape)
-        # the largest radius at 85% of the colour map: no pale yellow on white
-        low_r, high_r = float(np.log10(radii).min()), float(np.log10(radii).max())
-        scatter = ax.scatter(x.ravel(), y.ravel(), c=colour.ravel(), cmap="plasma", s=14,
-                             linewidths=0.3, edgecolors="k", vmin=low_r,
-                             vmax=low_r + (high_r - low_r) / 0.85 if high_r > low_r else None)
+        for k, r in enumerate(radii):
+            colour = colours[r]
+            ax.scatter(x[ok[:, k], k], y[ok[:, k], k], color=colour, s=14, linewidths=0.3,
+                       edgecolors="k", label=f"r = {r:g}")
+            if (~ok[:, k]).any():
+                ax.scatter(x[~ok[:, k], k], y[~ok[:, k], k], facecolors="none",
+                           edgecolors=colour, s=14, linewidths=0.8)
         low, high = min(x.min(), y.min()) / 2, max(x.max(), y.max()) * 2
         line = np.array([low, high])
         ax.plot(line, line, c="k", lw=0.8)
@@ -427,11 +438,14 @@ def taylor_vs_measured(measured: Sequence[ScoreStudy], studies: Sequence, *, ord
         ax.plot(line, line / factor, c="k", lw=0.6, ls=":")
         ax.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high))
         ax.set_title(f"{study.model} ({study.norm}, order {order})", fontsize=9)
-        ax.set_xlabel("measured score range")
+        ax.set_xlabel("measured range of the true-class probability")
     for ax in axes[:, 0]:
-        ax.set_ylabel("predicted score range")
-    if scatter is not None:
-        fig.colorbar(scatter, ax=axes, shrink=0.8, label="log10 radius")
+        ax.set_ylabel("predicted range")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if valid is not None:
+        handles.append(Line2D([], [], marker="o", ls="", mfc="none", mec="k"))
+        labels.append("not measurable")
+    axes.flat[0].legend(handles, labels, fontsize=7, loc="upper left")
     return fig
 
 

@@ -26,14 +26,16 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from localprops.models.samples import SampleSet
 from localprops.studies.attacks import AttackStudy, linear_ratio
 from localprops.studies.firstorder import (
     FirstOrderStudy,
     check_aligned,
     departure_radii,
+    measurable,
     range_ratios,
 )
-from localprops.studies.scores import ScoreStudy
+from localprops.studies.scores import NoiseFloor, ScoreStudy
 
 
 def median_or_nan(values: ArrayLike) -> float:
@@ -184,6 +186,25 @@ class LinearRegime:
         return int(np.isinf(self.end).sum())
 
 
+def log_odds_measurable(measured: ScoreStudy, samples: SampleSet, floor: NoiseFloor, *,
+                        max_rounding: float = 0.1, T: int = 8) -> np.ndarray:
+    """Where a measured *log-odds* range says something: (S, R) bool.
+
+    The rule of :func:`localprops.studies.firstorder.measurable` with the
+    log-odds in place of the probability: the range lies above the sample's
+    log-odds noise floor (scaled down at float64 radii) and the perturbed image
+    is represented faithfully. A confident sample whose probability is 1 to
+    machine precision has no measurable probability range, but its log-odds
+    still moves; this mask keeps it.
+    """
+    if measured.log_odds is None:
+        raise ValueError("this isotropy study holds no log-odds: recompute it")
+    # a floor below every range leaves measurable's faithfulness test alone
+    faithful = measurable(measured, samples, -1.0, max_rounding=max_rounding, T=T)
+    return faithful & (np.ptp(measured.log_odds, axis=-1)
+                       > measured.range_floors(floor, "log_odds"))
+
+
 def linear_regime(measured: ScoreStudy, study: FirstOrderStudy, valid: ArrayLike,
                   factor: float = 2.0, at: float = 1.0) -> LinearRegime:
     """The first-order model of one model and norm against its isotropy study.
@@ -261,12 +282,19 @@ class MomentComparison:
     the ``samples`` measurable samples (medians over them): ``spread`` is the
     first-order predicted standard deviation over the measured one;
     ``shift_measured``, ``shift_first`` and ``shift_second`` are the shift of
-    the mean score from the clean score, measured and predicted to first and
-    second order. Radii with no measurable sample have ``samples`` 0 and NaN.
-    ``shift_floor`` is the median noise floor of the measured scores at that
-    radius, at least the float64 spacing of the clean score (NaN without floors): a measured shift below it is rounding, not a
-    measurement (:attr:`shift_resolved`). A sample whose measured spread is 0
-    has no spread ratio and is left out of ``spread``'s median.
+    the mean score from the clean score, measured and predicted to first
+    (``r`` times the mean slope) and second order (plus ``r^2 / 2`` times the
+    mean curvature); the predictions are computed as shifts, not as scores
+    near 1 minus the clean score, so they carry no rounding of the score.
+    ``error_first`` and ``error_second`` are the median over samples of
+    ``|measured shift - predicted shift|`` in units of the sample's measured
+    standard deviation: a per-sample comparison, where the medians of signed
+    shifts can differ in sign between columns by chance. Radii with no
+    measurable sample have ``samples`` 0 and NaN. ``shift_floor`` is the
+    median noise floor of the measured scores at that radius, at least the
+    float64 spacing of the clean score (NaN without floors): a measured shift
+    below it is rounding, not a measurement (:attr:`shift_resolved`). A
+    sample whose measured spread is 0 is left out of ``spread`` and the errors.
     """
 
     radii: np.ndarray
@@ -276,6 +304,8 @@ class MomentComparison:
     shift_first: np.ndarray
     shift_second: np.ndarray
     shift_floor: np.ndarray
+    error_first: np.ndarray
+    error_second: np.ndarray
 
     @property
     def shift_resolved(self) -> np.ndarray:
@@ -299,31 +329,40 @@ def moment_comparison(measured: ScoreStudy, study: FirstOrderStudy,
     check_aligned(measured, study)
     radii = np.asarray(study.second_radii, float)
     out = {key: np.full(len(radii), np.nan) for key in
-           ("spread", "shift_measured", "shift_first", "shift_second", "shift_floor")}
+           ("spread", "shift_measured", "shift_first", "shift_second", "shift_floor",
+            "error_first", "error_second")}
     samples = np.zeros(len(radii), int)
     t2 = study.curvatures.shape[-1]
     if len(radii) and t2 >= 2:
         ok = np.asarray(valid, bool)[:, study.second_index]
-        clean = study.clean_scores[:, None]
-        scores = {"measured": measured.scores[:, study.second_index, :t2],
-                  "first": study.predicted_scores(1)[:, study.second_index, :t2],
-                  "second": study.predicted_scores(2)}
+        clean = study.clean_scores
+        r = radii[None, :]
+        measured_scores = measured.scores[:, study.second_index, :t2]
+        slopes = study.slopes[:, study.second_index, :t2]
+        first = r * slopes.mean(axis=-1)                               # (S, R2) shifts
+        shifts = {"measured": measured_scores.mean(axis=-1) - clean[:, None],
+                  "first": first, "second": first + 0.5 * r ** 2 * study.curvatures.mean(-1)}
+        sd = measured_scores.std(axis=-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            spread = r * slopes.std(axis=-1) / sd
+            errors = {name: np.abs(shifts["measured"] - shifts[name]) / sd
+                      for name in ("first", "second")}
         # one radius at a time: each keeps its own samples, all of them at once
         for j in np.flatnonzero(ok.any(axis=0)):
             keep = ok[:, j]
             samples[j] = int(keep.sum())
-            with np.errstate(divide="ignore", invalid="ignore"):
-                spread = (scores["first"][keep, j].std(axis=-1)
-                          / scores["measured"][keep, j].std(axis=-1))
-            spread = spread[np.isfinite(spread)]
-            out["spread"][j] = np.median(spread) if spread.size else np.nan
-            for name, values in scores.items():
-                out[f"shift_{name}"][j] = np.median(values[keep, j].mean(axis=-1)
-                                                    - clean[keep, 0])
+            spread_kept = keep & np.isfinite(spread[:, j])
+            out["spread"][j] = (np.median(spread[spread_kept, j]) if spread_kept.any()
+                                else np.nan)
+            for name, values in shifts.items():
+                out[f"shift_{name}"][j] = np.median(values[keep, j])
+            for name, values in errors.items():
+                out[f"error_{name}"][j] = (np.median(values[spread_kept, j])
+                                           if spread_kept.any() else np.nan)
             if floors is not None:      # float64 spacing of the clean score at least
                 out["shift_floor"][j] = np.median(np.maximum(
                     np.asarray(floors, float)[keep, study.second_index[j]],
-                    np.spacing(clean[keep, 0])))
+                    np.spacing(clean[keep])))
     return MomentComparison(radii=radii, samples=samples, **out)
 
 
