@@ -101,6 +101,14 @@ def test_across_families_markdown_names_separating_rows():
     assert "residual" not in untestable and "batch norm" not in untestable
 
 
+def test_across_families_leaves_out_rows_about_other_nets():
+    rows = [row({"gtsrb-ciresan": (0.1, 0.2), "gtsrb-resnet18": (0.8, 0.9)}),
+            row({"gtsrb-ciresan-noise": (0.3, 0.4)}, claim="L2")]
+    text = families.across_families(rows, [prepared("gtsrb-ciresan"),
+                                           prepared("gtsrb-resnet18")])
+    assert "| C1 (l2, probability) |" in text and "L2" not in text
+
+
 def test_across_families_says_when_everything_overlaps_and_when_too_few_nets():
     rows = [row({"gtsrb-ciresan": (0.1, 0.9), "gtsrb-resnet18": (0.2, 0.8)})]
     text = families.across_families(rows, [prepared("gtsrb-ciresan"),

@@ -327,3 +327,25 @@ def test_a_paired_difference_removes_the_image_to_image_spread():
                                    paired=True).outcome == PASS
     with pytest.raises(ValueError, match="same images"):
         laws.difference_outcome("x", treated[:5], base, above=False, paired=True)
+
+
+def test_halfspace_comparison_reads_the_rules_fit():
+    """The table's ratio is the rule's: rates above 1/2 pull the all-level fit down."""
+    study = noise_study()
+    saturated = study.errors.copy()
+    saturated[:, -1] = study.n_draws
+    broken = NoiseErrorStudy(study.model, study.sigmas, study.n_draws, study.clip, study.ids,
+                             study.labels, saturated)
+    kept = laws.halfspace_comparison(broken, DISTANCE)
+    every = laws.halfspace_comparison(broken, DISTANCE, max_rate=None)
+    d, usable = laws.halfspace_fit(broken)
+    assert kept["median_ratio"] == pytest.approx(np.median(d[usable] / DISTANCE[usable]))
+    assert every["median_ratio"] < kept["median_ratio"]
+    assert kept["ratio_interval"][0] <= kept["median_ratio"] <= kept["ratio_interval"][1]
+    assert kept["compared"] == kept["usable"] == N and kept["lower_bounded"] == 0
+    assert kept["spearman"] > 0.9          # d grows with the distance the counts came from
+    # the intervals come with the fit and bracket it
+    d, low, high, usable = laws.halfspace_fit(broken, intervals=True)
+    assert (low[usable] <= d[usable]).all() and (d[usable] <= high[usable]).all()
+    with pytest.raises(ValueError, match="one radius per sample"):
+        laws.halfspace_comparison(broken, DISTANCE[:-1])

@@ -325,7 +325,9 @@ def test_tally_counts_every_verdict():
 def test_summary_prose_lists_claims_disagreements_and_undecided():
     verdicts = [row("C1", SUPPORTED, "l2, x1; score; resnet"),
                 row("C2", NOT_SUPPORTED, "linf, x1; score"),
-                row("C1", INCONCLUSIVE, "l2, x10; margin"),
+                row("C1", INCONCLUSIVE, "l2, x10; margin",
+                    models={"a": {"outcome": "pass"}, "b": {"outcome": "fail"},
+                            "c": {"outcome": "undecided"}}),
                 row("C3", LOGICAL, ""),
                 row("C2", PARTLY, "l2, x1; score"),
                 row("C4", NOT_SUPPORTED, "l2, x2; lip")]
@@ -343,7 +345,8 @@ def test_summary_prose_lists_claims_disagreements_and_undecided():
     assert disagree == ["Where our data disagree with the claim tested (the paper's; a later paper's for the L rows): "
                         "C2 (linf, x1, score); C4 (l2, x2, lip)."]
     undecided = [line for line in lines if "cannot decide" in line]
-    assert undecided == ["Where they cannot decide: C1 (l2, x10, margin)."]
+    assert undecided == ["Where they cannot decide (with what the models that did decide "
+                         "say): C1 (l2, x10, margin: 1 of 3 models pass, 1 fail)."]
     assert "nowhere" not in text
 
 

@@ -210,10 +210,12 @@ def across_families(rows: Sequence, prepared: Sequence, dataset: str = "gtsrb") 
     if len(specs) < 2:
         return (f"*Fewer than two {dataset} networks ran in this build: nothing to "
                 "compare across families.*")
-    logical = [r for r in rows if _field(r, "verdict") == "logical"]
-    rows = [r for r in rows if _field(r, "verdict") != "logical"]
     traits = {s.name: architecture_traits(s.model) for s in specs}
     nets = list(traits)
+    # rows about other nets only (e.g. an intervention on one architecture) say nothing here
+    rows = [r for r in rows if set(_models_of(r)) & set(nets)]
+    logical = [r for r in rows if _field(r, "verdict") == "logical"]
+    rows = [r for r in rows if _field(r, "verdict") != "logical"]
     head = "| net | " + " | ".join(TRAITS) + " |\n|---|" + "---|" * len(TRAITS)
     lines = [head] + [f"| {name} | " + " | ".join("yes" if t[k] else "no" for k in TRAITS)
                       + " |" for name, t in traits.items()]

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from localprops.core.stats import bootstrap_interval
 from localprops.report import rules
 from localprops.report.rules import Outcome, combine
 from localprops.report.scorecard import Verdict
@@ -302,28 +303,73 @@ def augmentation_claims(base, treated, *, norm_index: int, cutoff: float,
 
 
 # ----------------------------------------------------------------- L3
-def halfspace_fit(study, max_rate: float | None = 0.5
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def halfspace_fit(study, max_rate: float | None = 0.5, *, intervals: bool = False
+                  ) -> tuple[np.ndarray, ...]:
     """Per sample (S,), the half-space distance fitted to the counts with rate <= ``max_rate``.
 
     A half-space at distance ``d > 0`` gives error rates ``Phi(-d/sigma) < 1/2``
     at every sigma, so counts above half the draws lie outside the model
     (several error half-spaces, a bounded region of correct points) and are
     left out of the fit by default; ``max_rate=None`` fits every sigma.
-    Returns ``(d_hat, usable)`` (:func:`localprops.studies.halfspace.halfspace_distance`).
+    Returns ``(d_hat, usable)``, or ``(d_hat, low, high, usable)`` with the
+    likelihood-ratio 95% interval when ``intervals``
+    (:func:`localprops.studies.halfspace.halfspace_distance`).
     """
     from localprops.studies.halfspace import halfspace_distance
 
-    d = np.full(len(study.errors), np.nan)
-    usable = np.zeros(len(study.errors), bool)
+    n = len(study.errors)
+    d, low, high = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    usable = np.zeros(n, bool)
     sigmas = np.asarray(study.sigmas, dtype=np.float64)
     for s, row in enumerate(np.asarray(study.errors)):
         keep = (np.ones_like(row, bool) if max_rate is None
                 else row <= max_rate * study.n_draws)
         if keep.sum() == 0:
             continue
-        d[s], _, usable[s] = halfspace_distance(row[keep], study.n_draws, sigmas[keep])
-    return d, usable
+        d[s], (low[s], high[s]), usable[s] = halfspace_distance(row[keep], study.n_draws,
+                                                                sigmas[keep])
+    return (d, low, high, usable) if intervals else (d, usable)
+
+
+def halfspace_comparison(study, adversarial_radius: np.ndarray, *,
+                         max_rate: float | None = 0.5, seed: int = 0) -> dict:
+    """The fitted half-space distance against the adversarial radius, over samples.
+
+    What L3 reads (:func:`halfspace_fit` with ``max_rate``), for tables:
+    ``samples``, ``usable`` (a finite ``d_hat``), ``lower_bounded`` (no error
+    at any sigma), ``compared``; ``median_ratio`` of ``d_hat / radius`` and
+    ``spearman`` (rank correlation, NaN below 3 samples), each with a
+    bootstrap 95% interval over samples (``ratio_interval``,
+    ``spearman_interval``).
+    """
+    from scipy.stats import spearmanr
+
+    radius = np.asarray(adversarial_radius, dtype=np.float64).reshape(-1)
+    if radius.shape != (len(study.errors),):
+        raise ValueError(f"adversarial_radius must hold one radius per sample "
+                         f"({len(study.errors)}), got {radius.shape[0]}")
+    d, usable = halfspace_fit(study, max_rate)
+    both = usable & np.isfinite(radius) & (radius > 0)
+    pairs = np.stack([d[both], radius[both]], axis=1)
+
+    def rank_correlation(rows: np.ndarray) -> float:
+        if len(rows) < 3 or np.ptp(rows[:, 0]) == 0 or np.ptp(rows[:, 1]) == 0:
+            return float("nan")
+        return float(spearmanr(rows[:, 0], rows[:, 1]).statistic)
+
+    def median_ratio(rows: np.ndarray) -> float:
+        return float(np.median(rows[:, 0] / rows[:, 1])) if len(rows) else float("nan")
+
+    nothing = (float("nan"), float("nan"))
+    return dict(samples=len(radius), usable=int(usable.sum()),
+                lower_bounded=int((np.asarray(study.errors) == 0).all(axis=1).sum()),
+                compared=int(both.sum()),
+                median_ratio=median_ratio(pairs),
+                ratio_interval=(bootstrap_interval(pairs, median_ratio, seed=seed)
+                                if len(pairs) else nothing),
+                spearman=rank_correlation(pairs),
+                spearman_interval=(bootstrap_interval(pairs, rank_correlation, seed=seed)
+                                   if len(pairs) >= 3 else nothing))
 
 
 def halfspace_claim(studies: Sequence, adversarial: Mapping[str, np.ndarray], *,

@@ -664,16 +664,21 @@ def subspace_ratios(studies: Sequence, *, ax: plt.Axes | None = None) -> plt.Axe
 
 
 def halfspace_scatter(studies: Sequence, adversarial: Mapping[str, np.ndarray], *,
-                      factor: float = 2.0, columns: int = 4) -> plt.Figure:
+                      factor: float = 2.0, columns: int = 4,
+                      max_rate: float | None = 0.5) -> plt.Figure:
     """Half-space distance fitted to error rates in noise against the adversarial radius.
 
     One panel per model, one dot per sample (bars: the likelihood-ratio 95%
     interval of ``d_hat``; triangles: no error at any sigma, so only a lower
     bound is known, drawn at it). Solid: equality; dotted: within ``factor``.
+    The fit is L3's (:func:`localprops.report.laws.halfspace_fit`): the noise
+    levels with error rate at most ``max_rate`` (None: every level).
     """
+    from localprops.report.laws import halfspace_fit
+
     fig, axes = _panel_grid(len(studies), columns, 3.4, 3.2, sharey=False)
     for ax, study in zip(axes.flat, studies):
-        d, low, high, usable = study.distances()
+        d, low, high, usable = halfspace_fit(study, max_rate, intervals=True)
         radius = np.asarray(adversarial[study.model], dtype=np.float64)
         ok = usable & np.isfinite(radius)
         ax.errorbar(radius[ok], d[ok], yerr=[d[ok] - low[ok], np.minimum(high[ok], 1e9) - d[ok]],
@@ -691,6 +696,11 @@ def halfspace_scatter(studies: Sequence, adversarial: Mapping[str, np.ndarray], 
             ax.set_xscale("log")
             ax.set_yscale("log")
         ax.set_xlabel("adversarial L2 radius (grey levels)", fontsize=7)
-        ax.set_ylabel("half-space distance d", fontsize=7)
+        ax.set_ylabel("half-space distance d (grey levels)", fontsize=7)
         ax.set_title(study.model, fontsize=8)
+    axes.flat[0].legend(handles=[
+        Line2D([], [], c="k", lw=0.8, label="d = adversarial radius"),
+        Line2D([], [], c="k", ls=":", lw=0.8, label=f"within a factor {factor:g}"),
+        Line2D([], [], marker="^", ls="", c="grey", label="no error: lower bound")],
+        fontsize=6, loc="upper left")
     return fig

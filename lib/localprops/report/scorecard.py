@@ -229,9 +229,19 @@ def summary_prose(verdicts: Sequence[Verdict]) -> str:
         "; ".join(f"{v.claim} ({reading(v.setting)})" for v in against) + "."
         if against else "nowhere in these rows.") + "\n")
     if undecided:
-        lines.append("Where they cannot decide: " + "; ".join(
-            f"{v.claim} ({reading(v.setting)})" for v in undecided) + ".")
+        lines.append("Where they cannot decide (with what the models that did decide say): "
+                     + "; ".join(f"{v.claim} ({reading(v.setting)}{_decided(v)})"
+                                 for v in undecided) + ".")
     return "\n".join(lines)
+
+
+def _decided(row: Verdict) -> str:
+    """``": 2 of 7 models pass, 3 fail"`` for a row's per-model outcomes; "" without them."""
+    outcomes = [m.get("outcome") for m in row.models.values() if isinstance(m, dict)]
+    if not any(outcomes):
+        return ""
+    passed, failed = outcomes.count("pass"), outcomes.count("fail")
+    return f": {passed} of {len(outcomes)} models pass, {failed} fail"
 
 
 #: claim families in the order the book presents them: the paper's claims,
