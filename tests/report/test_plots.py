@@ -63,3 +63,26 @@ def test_taylor_vs_measured_draws_unmeasurable_pairs_hollow():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
         "r = 0.001", "r = 1", "r = 20", "not measurable"]
     matplotlib.pyplot.close(fig)
+
+
+def test_subspace_ratios_in_units_of_the_law():
+    """Ratios of exactly sqrt(D/m) sit on the line at 1; the linear curve is the Beta law's."""
+    from scipy.special import digamma
+
+    from localprops.studies.subspace import SubspaceStudy
+
+    dims, d = np.array([1, 10, 100, 3072]), 3072
+    full = np.full(3, 2.0)
+    radius = np.broadcast_to((full[:, None] * np.sqrt(d / dims))[..., None], (3, 4, 1)).copy()
+    study = SubspaceStudy("m", np.arange(3), dims, d, 3, full, np.ones(3, bool), radius,
+                          np.ones((3, 4, 1), bool))
+    ax = plots.subspace_ratios([study])
+    dots = ax.lines[0]                      # the medians (errorbar's data line)
+    np.testing.assert_allclose(dots.get_ydata(), 1.0)
+    np.testing.assert_allclose(dots.get_xdata(), dims)          # one model: no shift
+    dashed = [line for line in ax.lines if line.get_linestyle() == "--"][0]
+    m = dims[dims < d]
+    np.testing.assert_allclose(dashed.get_ydata(), np.exp(
+        -0.5 * (digamma(m / 2) - digamma(d / 2))) / np.sqrt(d / m))
+    assert dashed.get_ydata()[0] > 1                            # heavy tail at m = 1
+    matplotlib.pyplot.close(ax.figure)

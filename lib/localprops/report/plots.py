@@ -587,10 +587,11 @@ def fourier_heat_maps(maps: Sequence, norm_index: int, *, what: str = "drop",
             label = "mean |log-odds drop|"
         else:
             values, norm, label = heat.error_rate_map(norm_index), None, "share misclassified"
+            top = max(float(np.nanmax(values)), 0.05)      # the data's own range
         axis = heat.axis
         image = ax.imshow(values, origin="lower", norm=norm, cmap="magma",
                           vmin=0 if what == "error" else None,
-                          vmax=1 if what == "error" else None,
+                          vmax=top if what == "error" else None,
                           extent=(axis[0] - heat.stride / 2, axis[-1] + heat.stride / 2,
                                   axis[0] - heat.stride / 2, axis[-1] + heat.stride / 2))
         ax.set_title(f"{heat.model}\n({len(heat)} samples, grid {len(axis)}x{len(axis)})",
@@ -598,7 +599,8 @@ def fourier_heat_maps(maps: Sequence, norm_index: int, *, what: str = "drop",
         ax.set_xlabel("frequency j (cycles per image)", fontsize=7)
         ax.set_ylabel("frequency i", fontsize=7)
         fig.colorbar(image, ax=ax, shrink=0.8).set_label(label, fontsize=7)
-    fig.suptitle(f"Fourier heat maps, L2 norm {maps[0].norms[norm_index]:g}" if maps else "")
+    fig.suptitle(f"Fourier heat maps, L2 norm {maps[0].norms[norm_index]:g} (each panel "
+                 "on its own colour scale)" if maps else "")
     return fig
 
 
@@ -636,30 +638,43 @@ def radial_sensitivity(heat, norm_index: int, *, predicted: np.ndarray | None = 
 
 
 def subspace_ratios(studies: Sequence, *, ax: plt.Axes | None = None) -> plt.Axes:
-    """Random-subspace over full-space DeepFool radius against ``m``, log-log, per model.
+    """Random-subspace over full-space DeepFool radius against ``m``, in units of ``sqrt(D/m)``.
 
-    Dots: median over samples (bars: quartiles); dashed: the law ``sqrt(D/m)``
-    of Fawzi et al. (2016) for each model's ``D``.
+    Dots: median over samples of ``ratio / sqrt(D/m)`` (bars: quartiles), so
+    the law of Fawzi et al. (2016) is the line at 1 for every model whatever
+    its ``D``; each model's dots are shifted a little along ``m`` so that they
+    do not hide one another. Dashed: what a linear binary classifier gives on
+    the same grid, ``exp(E log ratio)`` with the ratio ``B^(-1/2)``,
+    ``B ~ Beta(m/2, (D-m)/2)`` (above 1 at small ``m``: the reference that
+    rule L1 reads, :func:`localprops.report.laws.linear_reference_slope`).
     """
+    from scipy.special import digamma
+
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+        _, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
     for i, study in enumerate(studies):
-        ratios = study.ratios().reshape(len(study.ids), len(study.dims), -1)
-        flat = np.moveaxis(ratios, 1, 0).reshape(len(study.dims), -1)
+        dims = np.asarray(study.dims, dtype=np.float64)
+        law = np.sqrt(study.dimension / dims)
+        ratios = study.ratios().reshape(len(study.ids), len(dims), -1)
+        flat = np.moveaxis(ratios, 1, 0).reshape(len(dims), -1) / law[:, None]
         with np.errstate(all="ignore"):
             q1, med, q3 = (np.array([np.nanquantile(np.where(np.isfinite(r), r, np.nan), q)
                                      if np.isfinite(r).any() else np.nan for r in flat])
                            for q in (0.25, 0.5, 0.75))
         colour = f"C{i % 10}"
-        ax.errorbar(study.dims, med, yerr=[med - q1, q3 - med], fmt="o", ms=4, color=colour,
+        shift = 1.06 ** (i - (len(studies) - 1) / 2)
+        ax.errorbar(dims * shift, med, yerr=[med - q1, q3 - med], fmt="o", ms=4, color=colour,
                     capsize=2, label=f"{study.model} (D = {study.dimension})")
-        m = np.geomspace(1, study.dimension, 50)
-        ax.plot(m, np.sqrt(study.dimension / m), "--", color=colour, lw=1)
+        below = dims[dims < study.dimension]
+        linear = np.exp(-0.5 * (digamma(below / 2) - digamma(study.dimension / 2)))
+        ax.plot(below, linear / np.sqrt(study.dimension / below), "--", color=colour, lw=0.8)
+    ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("subspace dimension m")
-    ax.set_ylabel("subspace / full-space radius")
-    ax.legend(fontsize=7, title="dashed: sqrt(D / m)", title_fontsize=7)
+    ax.set_ylabel("(subspace / full-space radius) / sqrt(D / m)")
+    ax.legend(fontsize=7, title="line at 1: sqrt(D / m); dashed: linear classifier",
+              title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
 
 
