@@ -378,3 +378,4 @@ def test_verdict_grid_and_its_colours():
     assert scorecard.VERDICT_COLOURS[NOT_SUPPORTED] in html
     assert scorecard.VERDICT_COLOURS[INCONCLUSIVE] in html
     assert scorecard.VERDICT_COLOURS[PARTLY] not in html
+    assert scorecard.style_grid(grid).to_html() == html      # the same bytes on every build

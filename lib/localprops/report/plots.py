@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
 
 from localprops.core.stats import sigmoid
 from localprops.studies.scores import NoiseFloor, ScoreStudy
@@ -710,6 +711,8 @@ def halfspace_scatter(studies: Sequence, adversarial: Mapping[str, np.ndarray], 
             ax.plot(span, span / factor, "k:", lw=0.8)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())    # no crowded minor labels
+            ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("adversarial L2 radius (grey levels)", fontsize=7)
         ax.set_ylabel("half-space distance d (grey levels)", fontsize=7)
         ax.set_title(study.model, fontsize=8)

@@ -289,14 +289,15 @@ def style_grid(grid):
     """The verdict grid coloured by verdict (a pandas Styler for notebooks and the site).
 
     A cell with several verdicts takes the colour of its first; the legend
-    is :data:`VERDICT_COLOURS`.
+    is :data:`VERDICT_COLOURS`. The table's id is fixed (pandas draws a random
+    one), so that an executed notebook is the same bytes on every build.
     """
     def colour(value: str) -> str:
         first = value.split(" / ")[0] if value else ""
         return (f"background-color: {VERDICT_COLOURS[first]}; color: black"
                 if first in VERDICT_COLOURS else "")
 
-    return grid.style.map(colour).set_table_styles(
+    return grid.style.set_uuid("verdicts").map(colour).set_table_styles(
         [{"selector": "td, th", "props": "border: 1px solid #bbb; padding: 2px 6px;"}])
 
 
