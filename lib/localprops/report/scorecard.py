@@ -77,6 +77,29 @@ def loaded_modules() -> list[str]:
                   if name == "localprops" or name.startswith("localprops."))
 
 
+def _chapter_parameters(profile_file, chapter: str) -> bytes:
+    """The chapter's parameters in a profile file (``common``, then its block), as bytes.
+
+    Read with YAML directly: the profile loader lives in ``localprops.tools``,
+    a layer above this one. A file that is not a mapping of mappings gives its
+    text, so that any edit to it still counts.
+    """
+    import json
+
+    import yaml
+
+    text = profile_file.read_bytes()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        return text
+    blocks = [data.get(key) or {} for key in ("common", chapter)] if isinstance(data, dict) \
+        else None
+    if blocks is None or not all(isinstance(b, dict) for b in blocks):
+        return text
+    return json.dumps({**blocks[0], **blocks[1]}, sort_keys=True, default=str).encode()
+
+
 def build_id(chapter: str, profile: str, modules: Sequence[str] | None = None) -> str:
     """The id of the build a chapter's verdicts come from: what they depend on, hashed.
 
@@ -100,13 +123,7 @@ def build_id(chapter: str, profile: str, modules: Sequence[str] | None = None) -
     if root is not None:
         profile_file = root / "profiles" / f"{profile}.yml"
         if profile_file.is_file():
-            from localprops.tools.profiles import ProfileError, load_profile
-
-            try:
-                parameters = load_profile(profile_file).parameters(chapter)
-                digest.update(json.dumps(parameters, sort_keys=True, default=str).encode())
-            except ProfileError:        # not a valid profile: its text decides
-                digest.update(profile_file.read_bytes())
+            digest.update(_chapter_parameters(profile_file, chapter))
         notebook = root / "notebooks" / f"{chapter}.ipynb"
         if notebook.is_file():
             cells = json.loads(notebook.read_text("utf-8"))["cells"]
