@@ -77,10 +77,17 @@ C1_CASES = {
 }
 
 
+def as_measured(row):
+    """The verdict a logical row's rule gives (the row itself is shown, not counted)."""
+    return row.rule.split("Rule verdict as measured: ")[1].split(";")[0]
+
+
 @pytest.mark.parametrize("case", C1_CASES)
 def test_c1(case):
+    """Logical for a differentiable score: shown with the verdict its rule gives."""
     models, expected = C1_CASES[case]
-    assert isotropy(*models)["C1"].verdict == expected
+    row = isotropy(*models)["C1"]
+    assert row.verdict == LOGICAL and as_measured(row) == expected
 
 
 def test_c1_float64_radii_have_float64_floor():
@@ -89,7 +96,7 @@ def test_c1_float64_radii_have_float64_floor():
     plain = claims.isotropy_claims([study], floors(study))[0]
     study.float64 = np.array([True, False, False])
     wide = claims.isotropy_claims([study], floors(study))[0]
-    assert (plain.verdict, wide.verdict) == (NOT_SUPPORTED, SUPPORTED)
+    assert (as_measured(plain), as_measured(wide)) == (NOT_SUPPORTED, SUPPORTED)
 
 
 QUIET, LOUD = ranges(eps=1e-5), ranges(eps=1e-2)    # C2: below 1e-3 at eps, or not
@@ -135,7 +142,7 @@ def test_a_saturated_probability_is_below_its_resolution_not_isotropic():
     study = scores(ranges(eps=0.0, one=1e-15))
     zero = NoiseFloor(study.ids, np.zeros(N), np.zeros(N))
     c1 = claims.isotropy_claims([study], {"m": zero})[0]
-    assert c1.models["m"]["counted"] == 0 and c1.verdict == INCONCLUSIVE
+    assert c1.models["m"]["counted"] == 0 and as_measured(c1) == INCONCLUSIVE
 
 
 def test_c4_worst_case_first_order():
@@ -177,8 +184,9 @@ def test_isotropy_claims_read_the_chosen_quantity():
                    log_odds=ranges(eps=1e-2, one=0.5, ten=2.0))
     prob = claims.isotropy_claims([study], floors(study))
     logit = claims.isotropy_claims([study], floors(study), quantity="log_odds")
-    assert [v.verdict for v in prob] == [SUPPORTED, LOGICAL, SUPPORTED, NOT_SUPPORTED]
-    assert [v.verdict for v in logit] == [SUPPORTED, NOT_SUPPORTED, SUPPORTED, SUPPORTED]
+    assert [v.verdict for v in prob] == [LOGICAL, LOGICAL, SUPPORTED, NOT_SUPPORTED]
+    assert [v.verdict for v in logit] == [LOGICAL, NOT_SUPPORTED, SUPPORTED, SUPPORTED]
+    assert as_measured(prob[0]) == as_measured(logit[0]) == SUPPORTED
     assert "log-odds" in logit[0].setting and "probability" in prob[0].setting
 
 
@@ -205,14 +213,14 @@ C5_CASES = {
 def test_c5(case):
     pairs, expected = C5_CASES[case]
     c5, _, _ = symmetry(*pairs)
-    assert c5.claim == "C5" and c5.verdict == expected
+    assert c5.claim == "C5" and c5.verdict == LOGICAL and as_measured(c5) == expected
 
 
 def test_c5_size_reading():
     """The second C5 row asks for a permutation range of at least 1e-3 at r = 1."""
     assert symmetry(ASYMMETRIC)[1].verdict == SUPPORTED                      # 0.1 >= 1e-3
     slight = (ranges(eps=1e-6, one=1e-4, ten=1e-4), ranges(eps=1e-6, one=1e-3, ten=1e-3))
-    assert symmetry(slight)[0].verdict == SUPPORTED      # asymmetric beyond its floor ...
+    assert as_measured(symmetry(slight)[0]) == SUPPORTED  # asymmetric beyond its floor ...
     assert symmetry(slight)[1].verdict == NOT_SUPPORTED  # ... but not significantly
 
 
@@ -247,11 +255,13 @@ def topology(model_rho, jacobian_rho=0.5, model="m"):
 
 IN_BAND, OUT_OF_BAND = 0.01, 0.5
 NEAR_90 = split(IN_BAND, OUT_OF_BAND, np.arange(N) < 0.87 * N)    # 87% in the band
+ON_EDGE = split(0.05, 0.15, np.arange(N) % 2 == 0)                 # median 0.1: the band's edge
 C7_CASES = {
     "supported": ([IN_BAND], SUPPORTED),
     "partly": ([IN_BAND, OUT_OF_BAND], PARTLY),
     "not supported": ([OUT_OF_BAND], NOT_SUPPORTED),
-    "straddles": ([NEAR_90], INCONCLUSIVE),
+    "straddles": ([ON_EDGE], INCONCLUSIVE),
+    "negative side": ([-OUT_OF_BAND], NOT_SUPPORTED),
 }
 
 
@@ -263,11 +273,28 @@ def test_c7(case):
     assert c7.verdict == expected
 
 
+def test_c7_reads_the_median_and_gives_the_share_as_sensitivity():
+    """87% of the statistics in the band: the median passes, a 90% share cannot."""
+    c7, _ = claims.topology_claims([topology(NEAR_90)])
+    assert c7.verdict == SUPPORTED
+    assert c7.models["m"]["estimate"] == pytest.approx(IN_BAND)
+    assert c7.sensitivity == ("share >= 90% of (sample, radius) statistics in the band: "
+                              "inconclusive; share >= 75% of (sample, radius) statistics "
+                              "in the band: supported")
+    few = topology(IN_BAND)
+    few.rho = {k: v[:30] for k, v in few.rho.items()}
+    few.ids = few.ids[:30]
+    c7, _ = claims.topology_claims([few])             # 30 samples: the median decides
+    assert c7.verdict == SUPPORTED and "can only be undecided" in c7.rule
+    assert "share >= 90% of (sample, radius) statistics in the band: inconclusive" in (
+        c7.sensitivity)
+
+
 C8_CASES = {
     "at most partly": ([IN_BAND, IN_BAND], PARTLY),
     "partly": ([IN_BAND, OUT_OF_BAND], PARTLY),
     "not supported": ([OUT_OF_BAND], NOT_SUPPORTED),
-    "straddles": ([NEAR_90], INCONCLUSIVE),
+    "straddles": ([ON_EDGE], INCONCLUSIVE),
 }
 
 
@@ -293,7 +320,7 @@ def depth(first_layer_rho, model="m"):
     ((OUT_OF_BAND, OUT_OF_BAND), SUPPORTED),      # depth needed in every model: compounded
     ((IN_BAND, IN_BAND), PARTLY),                 # one affine map already gives the low rho
     ((IN_BAND, OUT_OF_BAND), PARTLY),
-    ((split(IN_BAND, OUT_OF_BAND, where=np.arange(N) % 10 != 0), OUT_OF_BAND), INCONCLUSIVE),
+    ((ON_EDGE, OUT_OF_BAND), INCONCLUSIVE),
 ])
 def test_c8_with_depth(first, expected):
     studies = [topology(IN_BAND, IN_BAND, model=f"m{i}") for i in range(2)]
@@ -312,7 +339,7 @@ def test_c8_is_never_supported():
     c7, c8 = claims.topology_claims(studies)
     assert all(o["outcome"] == "pass" for o in c8.models.values())
     assert (c7.verdict, c8.verdict) == (SUPPORTED, PARTLY)
-    assert "share >= 75%: partly" in c8.sensitivity
+    assert "share >= 75% of (sample, radius) statistics in the band: partly" in c8.sensitivity
 
 
 # ------------------------------------------------------------ Lipschitz, C9-C10
@@ -373,28 +400,23 @@ def c10(gains, bounds, worst_raw=None):
                                    worst_raw=worst_raw)[-1]
 
 
-def measured(row):
-    """The verdict C10's rule gives (the row itself is logical: shown, not counted)."""
-    return row.rule.split("Rule verdict as measured: ")[1].split(";")[0]
-
-
 def test_c10_worst_case_gain_against_the_global_bound():
-    assert measured(c10([0.5], [100.0], worst_raw={"m0": np.full(N, 1.0)})) == SUPPORTED
-    assert measured(c10([0.5], [100.0], worst_raw={"m0": np.full(N, 50.0)})) == NOT_SUPPORTED
+    assert as_measured(c10([0.5], [100.0], worst_raw={"m0": np.full(N, 1.0)})) == SUPPORTED
+    assert as_measured(c10([0.5], [100.0], worst_raw={"m0": np.full(N, 50.0)})) == NOT_SUPPORTED
     row = c10([0.5, 0.5], [100.0, 100.0], worst_raw={"m0": np.full(N, 1.0),
                                                      "m1": np.full(N, 50.0)})
-    assert measured(row) == PARTLY and row.verdict == LOGICAL
+    assert as_measured(row) == PARTLY and row.verdict == LOGICAL
     assert row.models["m0"]["estimate"] == pytest.approx(0.01)
 
 
 def test_c10_random_directions_can_fail_a_model_but_never_pass_it():
     # the largest random-direction ratio is a lower bound on the gain
-    assert measured(c10([50.0], [100.0])) == NOT_SUPPORTED
+    assert as_measured(c10([50.0], [100.0])) == NOT_SUPPORTED
     low = c10([0.5], [100.0])
-    assert measured(low) == INCONCLUSIVE and low.models["m0"]["outcome"] == "undecided"
+    assert as_measured(low) == INCONCLUSIVE and low.models["m0"]["outcome"] == "undecided"
     assert "only a random-direction" in low.measured
     # with a worst-case gain for one model and only a lower bound for the other
-    assert measured(c10([0.5, 0.5], [100.0, 100.0], worst_raw={"m0": np.full(N, 1.0)})) \
+    assert as_measured(c10([0.5, 0.5], [100.0, 100.0], worst_raw={"m0": np.full(N, 1.0)})) \
         == INCONCLUSIVE
 
 
@@ -679,8 +701,10 @@ def test_every_row_stores_per_model_estimates_with_intervals():
                 assert stored["outcome"] == "undecided", (row.claim, model)
                 continue
             lo, hi = stored["interval"]
-            if row.claim != "C10":              # C10's ratio has no sampling interval
-                assert lo < hi or lo == hi == stored["estimate"], (row.claim, model)
+            if row.claim == "C10":              # a maximum: no sampling interval
+                assert lo is None and hi is None, model
+                continue
+            assert lo < hi or lo == hi == stored["estimate"], (row.claim, model)
             # 1e-12: wilson_interval rounds its ends (test_rules.py, the xfail)
             assert lo - 1e-12 <= stored["estimate"] <= hi + 1e-12, (row.claim, model, stored)
         # the row's headline is one of its models'
@@ -693,9 +717,9 @@ def test_c10_needs_enough_samples_to_pass_but_not_to_fail():
                                                           "raw": np.ones((3, 3, 4))},
                          {"minmax": np.ones((3, 3, 4)), "raw": np.ones((3, 3, 4))})
     small = claims.lipschitz_claims([few], {"m0": 100.0}, worst_raw={"m0": np.ones(3)})[-1]
-    assert measured(small) == INCONCLUSIVE and "only 3 samples" in small.measured
+    assert as_measured(small) == INCONCLUSIVE and "only 3 samples" in small.measured
     large = claims.lipschitz_claims([few], {"m0": 100.0}, worst_raw={"m0": np.full(3, 50.0)})
-    assert measured(large[-1]) == NOT_SUPPORTED
+    assert as_measured(large[-1]) == NOT_SUPPORTED
 
 
 def test_c8_sensitivity_follows_the_depth_rule():
@@ -703,7 +727,9 @@ def test_c8_sensitivity_follows_the_depth_rule():
     studies = [topology(IN_BAND, IN_BAND, model=f"m{i}") for i in range(2)]
     by_model = {f"m{i}": depth(OUT_OF_BAND, f"m{i}") for i in range(2)}
     _, c8 = claims.topology_claims(studies, depth=by_model)
-    assert c8.verdict == SUPPORTED and c8.sensitivity == "share >= 75%: supported"
+    assert c8.verdict == SUPPORTED
+    assert c8.sensitivity.endswith("share >= 75% of (sample, radius) statistics in the band: "
+                                   "supported")
 
 
 def test_c7_leaves_the_eps_radius_out():
@@ -711,7 +737,7 @@ def test_c7_leaves_the_eps_radius_out():
     study = topology(IN_BAND, IN_BAND)
     study.rho["model"][:, 0] = OUT_OF_BAND               # eps is the first radius
     c7, _ = claims.topology_claims([study])
-    assert c7.verdict == SUPPORTED and c7.models["m"]["counted"] == 2 * N
+    assert c7.verdict == SUPPORTED and c7.models["m"]["counted"] == N   # one score per image
 
 
 def test_unreachable_names_the_models_whose_sample_count_cannot_pass():

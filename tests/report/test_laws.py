@@ -349,3 +349,21 @@ def test_halfspace_comparison_reads_the_rules_fit():
     assert (low[usable] <= d[usable]).all() and (d[usable] <= high[usable]).all()
     with pytest.raises(ValueError, match="one radius per sample"):
         laws.halfspace_comparison(broken, DISTANCE[:-1])
+
+
+def test_paired_difference_aligns_images_by_id_and_resamples_pairs():
+    rng = np.random.default_rng(3)
+    level = rng.uniform(0, 10, 40)                 # large image-to-image spread
+    base_ids, treated_ids = np.arange(40), np.arange(40)[::-1]      # other order
+    base = level
+    treated = (level - 0.5)[::-1]                  # every image 0.5 lower, stored reversed
+    lower = laws.paired_difference("x", base_ids, base, treated_ids, treated,
+                                   statistic=np.mean)
+    assert lower.estimate == pytest.approx(-0.5) and lower.outcome == PASS
+    assert lower.interval[1] < 0 and lower.interval[0] == pytest.approx(-0.5)
+    higher = laws.paired_difference("x", base_ids, base, treated_ids, treated + 1.0,
+                                    statistic=np.mean)
+    assert higher.outcome == FAIL and higher.estimate == pytest.approx(0.5)
+    # ids held by one set only are left out; too few shared images decide nothing
+    few = laws.paired_difference("x", np.arange(5), base[:5], np.arange(3, 40), treated[:37])
+    assert few.counted == 2 and few.outcome == UNDECIDED

@@ -65,6 +65,34 @@ def test_taylor_vs_measured_draws_unmeasurable_pairs_hollow():
     matplotlib.pyplot.close(fig)
 
 
+def test_agreement_by_radius_keeps_models_at_one_share_apart():
+    from localprops.studies.firstorder import FirstOrderStudy
+    from localprops.studies.scores import ScoreStudy
+
+    n, radii = 4, np.array([1.0, 20.0])
+    slopes = np.random.default_rng(0).normal(size=(n, 2, 5)) * 1e-3
+    clean = np.full(n, 0.999)
+    pairs = []
+    for name in ("a", "b"):                 # two models whose predictions agree exactly
+        study = FirstOrderStudy(name, "l2", radii, np.array([]), np.arange(n),
+                                np.zeros(n, int), np.log(clean / (1 - clean)), slopes,
+                                np.zeros((n, 0, 0)), np.ones(n), np.ones(n))
+        iso = ScoreStudy(name, "isotropy", "l2", radii, np.arange(n), np.zeros(n, int),
+                         study.predicted_scores(1), np.zeros((n, 2, 5), np.int16))
+        pairs.append((iso, study))
+    valid = {"a": np.ones((n, 2), bool), "b": np.ones((n, 2), bool)}
+    ax = plots.agreement_by_radius([p[0] for p in pairs], [p[1] for p in pairs], valid,
+                                   dodge=0.05)
+    first, second = ax.lines[:2]
+    np.testing.assert_allclose(first.get_ydata(), 1.0)       # every sample agrees
+    np.testing.assert_allclose(second.get_ydata(), 1.0)
+    np.testing.assert_allclose(second.get_xdata() / first.get_xdata(), 1.05)
+    assert first.get_marker() != second.get_marker()
+    assert first.get_linestyle() != second.get_linestyle()
+    assert "offset sideways by 5%" in ax.get_xlabel()
+    matplotlib.pyplot.close(ax.figure)
+
+
 def test_subspace_ratios_in_units_of_the_law():
     """Ratios of exactly sqrt(D/m) sit on the line at 1; the linear curve is the Beta law's."""
     from scipy.special import digamma
@@ -86,3 +114,45 @@ def test_subspace_ratios_in_units_of_the_law():
         -0.5 * (digamma(m / 2) - digamma(d / 2))) / np.sqrt(d / m))
     assert dashed.get_ydata()[0] > 1                            # heavy tail at m = 1
     matplotlib.pyplot.close(ax.figure)
+
+
+def test_radial_sensitivity_legend_only_where_asked():
+    from localprops.studies.fourier import FourierHeatMap, frequency_grid
+
+    grid = frequency_grid(8, 1)
+    n, f = 3, len(grid)
+    drops = np.ones((n, 1, f))
+    heat = FourierHeatMap(model="m", norms=np.asarray([100.0]), grid=grid, size=8, stride=1,
+                          ids=np.arange(n), labels=np.zeros(n, int),
+                          clean_log_odds=np.full(n, 5.0), drops=drops,
+                          wrong=np.zeros(drops.shape, bool), clipped=np.zeros((n, 1)))
+    fig, (a, b) = matplotlib.pyplot.subplots(1, 2)
+    plots.radial_sensitivity(heat, 0, ax=a)
+    plots.radial_sensitivity(heat, 0, ax=b, legend=False)
+    assert [t.get_text() for t in a.get_legend().get_texts()] == [
+        "measured |log-odds drop|", "uniform noise (flat)"]
+    assert b.get_legend() is None
+    # a flat measured map draws the same shares as the uniform noise
+    np.testing.assert_allclose(a.lines[0].get_ydata(), a.lines[1].get_ydata())
+    matplotlib.pyplot.close(fig)
+
+
+def test_isotropy_vs_symmetry_log_axes_and_line_styles():
+    from localprops.studies.scores import ScoreStudy
+
+    radii = np.array([1e-3, 1.0, 10.0])
+    n, t = 4, 5
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.9, 0.99, (n, 3, t))
+    make = lambda kind: ScoreStudy("m", kind, "l2", radii, np.arange(n), np.zeros(n, int),  # noqa: E731
+                                   base, np.zeros((n, 3, t), np.int16),
+                                   log_odds=np.log(base / (1 - base)))
+    fig = plots.isotropy_vs_symmetry([make("isotropy")], [make("symmetry")])
+    left, right = fig.axes
+    assert left.get_xscale() == right.get_xscale() == "log"
+    np.testing.assert_allclose(left.lines[0].get_xdata(), radii)      # radii at their values
+    assert [line.get_linestyle() for line in left.lines[:2]] == ["-", "--"]
+    labels = [t.get_text() for t in left.get_legend().get_texts()]
+    assert labels == ["m", "isotropy (random directions)", "symmetry (permutations)"]
+    assert "log-odds" in right.get_title()
+    matplotlib.pyplot.close(fig)

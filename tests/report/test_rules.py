@@ -247,3 +247,16 @@ def test_can_pass_below_a_threshold_uses_the_upper_end():
     assert not rules.can_pass(30, 0.1, above=False)
     assert rules.can_pass(40, 0.1, above=False)
     assert rules.best_bound(40, above=False) == pytest.approx(wilson_interval(0, 40)[1])
+
+
+def test_median_text_resamples_whole_samples_and_skips_nan():
+    from localprops.report.rules import median_text
+
+    values = np.array([[1.0, 1.0], [2.0, np.nan], [3.0, 3.0]])
+    text = median_text(values, ".2f")
+    assert text == "2.00 [1.00, 3.00]"
+    assert median_text(np.arange(101.0), ".0f").startswith("50 [")
+    lo, hi = (float(v) for v in median_text(np.arange(101.0), ".1f")[6:-1].split(", "))
+    assert lo < 50 < hi
+    assert median_text(np.full((3, 2), np.nan)) == "n/a"
+    assert median_text(np.array([5.0])) == "5 [5, 5]"

@@ -236,7 +236,8 @@ def test_f3_uses_the_pooling_studies_and_is_absent_without_max_pooling():
     assert verdict(rows, "F3").verdict == SUPPORTED
     assert "F3" not in {v.claim for v in claims.frequency_claims(
         {"a": study("a", pool=1.3, pooling="avg")})}
-    assert verdict(rows, "F3").sensitivity == "margin -0.05: supported; margin +0.05: supported"
+    assert verdict(rows, "F3").sensitivity == (
+        "margin 0: supported; margin 0.005: supported; margin 0.02: supported")
 
 
 def test_f3_compares_pooling_with_its_own_input():
@@ -245,7 +246,18 @@ def test_f3_compares_pooling_with_its_own_input():
     s.distance["activation"] = np.full_like(s.distance["activation"], 0.8)
     row = verdict(claims.frequency_claims({"a": s}), "F3")
     assert row.models["a"]["estimate"] == pytest.approx(0.0)
-    assert row.verdict == INCONCLUSIVE              # a zero effect neither passes nor fails
+    assert row.verdict == NOT_SUPPORTED             # a measured null: no rise of 0.01
+    assert "margin 0: inconclusive" in row.sensitivity     # without a margin it stays open
+
+
+def test_f3_a_rise_below_the_margin_counts_as_none():
+    s = study("a", pool=1.005)                       # a clear but tiny rise (+0.005)
+    row = verdict(claims.frequency_claims({"a": s}), "F3")
+    assert row.verdict == NOT_SUPPORTED
+    assert "margin 0: supported" in row.sensitivity
+    assert verdict(claims.frequency_claims({"a": s}, margin=0.001), "F3").verdict == SUPPORTED
+    s = study("a", pool=[1.005] * 10 + [1.02] * 10)  # median on the margin: undecided
+    assert verdict(claims.frequency_claims({"a": s}), "F3").verdict == INCONCLUSIVE
 
 
 def test_f3_reads_the_centred_changes_and_gives_the_raw_ones_as_sensitivity():

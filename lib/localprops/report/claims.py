@@ -14,12 +14,13 @@ in ``rule`` so a reader can disagree with them and change them.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from localprops.report import rules
-from localprops.report.rules import Outcome, combine, every_model, most_models
+from localprops.report.rules import Outcome, combine, every_model, most_models, verdict_row
 from localprops.report.scorecard import (
     INCONCLUSIVE,
     LOGICAL,
@@ -57,18 +58,6 @@ def _radius_index(study, r: float) -> int:
         raise ValueError(f"radius {r} is not among the study's radii "
                          f"{np.asarray(study.radii).tolist()}")
     return int(idx[0])
-
-
-def _row(claim: str, paper: str, measured: str, rule: str, outcomes: Sequence[Outcome], *,
-         verdict: str, setting: str = "", sensitivity: str = "") -> Verdict:
-    """A verdict row with the per-model outcomes and the deciding estimate."""
-    lead = rules.deciding(outcomes)
-    return Verdict(claim, paper, measured, rule, verdict,
-                   models={o.model: o.as_dict() for o in outcomes}, setting=setting,
-                   estimate=None if lead is None else rules.finite_or_none(lead.estimate),
-                   interval=None if lead is None else [rules.finite_or_none(v)
-                                                       for v in lead.interval],
-                   sensitivity=sensitivity)
 
 
 def _texts(outcomes: Sequence[Outcome], describe: Callable[[Outcome], str]) -> str:
@@ -182,18 +171,24 @@ def isotropy_claims(studies: Sequence[ScoreStudy], floors: Mapping[str, NoiseFlo
     ratios = {s.model: np.median(s.statistics_of(quantity).range[:, 0]
                                  / np.maximum(s.statistics_of(quantity).range[
                                      :, _radius_index(s, 1.0)], 1e-300)) for s in studies}
-    c1_row = _row(
+    c1_row = verdict_row(
         "C1", "no ConvNet is perfectly isotropic, even at distance eps",
         _texts(c1, lambda o: f"{o.text()} of {o.counted} decided samples anisotropic at eps "
                              f"({o.samples - o.counted} below the floor); median "
                              f"range(eps)/range(1) {ratios[o.model]:.2g} (first order: "
                              f"{eps:g})"),
-        f"a sample is anisotropic at eps when its range exceeds {FLOOR_MULTIPLE:g}x its own "
+        "holds for any score whose gradient at x is not zero: to first order the range "
+        "over T directions at eps is eps times the range at r = 1, and only a score that "
+        "depends on nu through its norm alone (a radial basis unit centred at x) is "
+        "isotropic; so the row shows that the range at eps is resolved, it cannot test the "
+        "claim on a differentiable network, and is shown, not counted. "
+        f"A sample is anisotropic at eps when its range exceeds {FLOOR_MULTIPLE:g}x its own "
         "noise floor, isotropic within resolution when it stays below although "
         "range(1) x eps predicts 10x more, undecided otherwise; per model pass when the "
         "share of anisotropic among decided samples is >= 50% (Wilson 95% interval); "
-        "supported if every model passes, partly if some do",
-        c1, verdict=combine(c1), setting=setting,
+        "supported if every model passes, partly if some do. Rule verdict as measured: "
+        + combine(c1),
+        c1, verdict=LOGICAL, setting=setting,
         sensitivity=rules.sensitivity(_verdicts(
             lambda **k: _eps_outcomes(studies, floors, quantity, **k),
             **{"floor x3": dict(multiple=3.0), "share >= 90%": dict(share=0.9)})))
@@ -202,7 +197,7 @@ def isotropy_claims(studies: Sequence[ScoreStudy], floors: Mapping[str, NoiseFlo
     largest_eps = {s.model: small / max(float(np.median(s.statistics_of(quantity).range[
         :, _radius_index(s, 1.0)])), 1e-300) for s in studies}
     by_construction = quantity == "probability" and eps <= small
-    c2_row = _row(
+    c2_row = verdict_row(
         "C2", "at eps the score does not change significantly",
         _texts(c2, lambda o: f"{o.text()} of samples with a range at eps below {small:g}; "
                              f"the median range stays below it up to eps = "
@@ -220,7 +215,7 @@ def isotropy_claims(studies: Sequence[ScoreStudy], floors: Mapping[str, NoiseFlo
                f"range below {small / 10:g}": dict(small=small / 10)})))
 
     c3 = _significant_outcomes(studies, quantity, small)
-    c3_row = _row(
+    c3_row = verdict_row(
         "C3", "at radius 1 every ConvNet is more non-isotropic than at eps",
         _texts(c3, lambda o: f"{o.text()} of samples with a range at r = 1 of at least "
                              f"{small:g} (significant in C2's sense)"),
@@ -251,7 +246,7 @@ def c4_claim(studies: Sequence[ScoreStudy], *, quantity: str = "probability",
     outcomes = _big_outcomes(studies, quantity, big, at)
     wrong = {s.model: float(np.mean(s.statistics.any_misclassified[:, _radius_index(s, at)]))
              for s in studies}
-    return _row(
+    return verdict_row(
         label, "most ConvNets are very non-isotropic at radius 10" + reading,
         _texts(outcomes, lambda o: f"{o.text()} of samples with a range above {big:g} at "
                                    f"r = {at:g}; {wrong[o.model]:.0%} with a misclassified "
@@ -305,7 +300,7 @@ def c4_worst_claim(studies: Sequence[ScoreStudy], gains: Mapping[str, np.ndarray
         return out
 
     main = outcomes(big)
-    return _row(
+    return verdict_row(
         "C4", "most ConvNets are very non-isotropic at radius 10 (reading: eq. 2 over all "
         "directions, first order)",
         _texts(main, lambda o: f"{o.text()} of samples whose first-order worst-case range "
@@ -362,16 +357,21 @@ def symmetry_claims(symmetry: Sequence[ScoreStudy], isotropy: Sequence[ScoreStud
                          "the same model and samples: pass both")
     setting = _setting(symmetry, quantity)
     c5 = _asymmetry_outcomes(symmetry, isotropy, floors, quantity)
-    c5_row = _row(
+    c5_row = verdict_row(
         "C5", "except at distances below eps, no ConvNet is locally symmetric",
         _texts(c5, lambda o: f"{o.text()} of {o.counted} decided (sample, r >= 1) pairs "
                              "asymmetric"),
-        "a pair is asymmetric when its permutation range exceeds 10x its noise floor and "
+        "holds for any score whose gradient at x has unequal entries: to first order a "
+        "permutation of nu moves g . nu as much as a new direction does (C6's ratio near "
+        "1), so the row shows that the effect is resolved, it cannot test the claim, and is "
+        "shown, not counted (the size reading below can fail). "
+        "A pair is asymmetric when its permutation range exceeds 10x its noise floor and "
         "1% of the isotropy range of the same pair, symmetric within resolution when it is "
         "below 1% of a measurable isotropy range; per model pass when >= 50% of decided "
-        "pairs are asymmetric (bootstrap over samples, 95%); supported if every model "
-        "passes",
-        c5, verdict=combine(c5), setting=setting,
+        "pairs are asymmetric (bootstrap over samples, widened to at least Wilson's "
+        "interval over samples, 95%); supported if every model passes. Rule verdict as "
+        "measured: " + combine(c5),
+        c5, verdict=LOGICAL, setting=setting,
         sensitivity=rules.sensitivity(_verdicts(
             lambda **k: _asymmetry_outcomes(symmetry, isotropy, floors, quantity, **k),
             **{"share >= 90%": dict(share=0.9), "relative 10%": dict(relative=0.1)})))
@@ -387,7 +387,7 @@ def symmetry_claims(symmetry: Sequence[ScoreStudy], isotropy: Sequence[ScoreStud
         ratio = np.where(measured, perm / np.maximum(iso, 1e-300), np.nan)
         c6.append(rules.median_outcome(s.model, ratio, threshold=1.0, above=False,
                                        classes=s.classes))
-    c6_row = _row(
+    c6_row = verdict_row(
         "C6", "an isotropic function is symmetric; the converse need not hold",
         "; ".join(f"{o.model}: median permutation range / isotropy range "
                   f"{o.text('.2f')} over {o.counted} pairs above their floors" for o in c6),
@@ -400,7 +400,7 @@ def symmetry_claims(symmetry: Sequence[ScoreStudy], isotropy: Sequence[ScoreStud
     c5m = [rules.share_outcome(s.model, s.statistics_of(quantity).range[
         :, _radius_index(s, 1.0)] >= small, threshold=0.5, classes=s.classes)
         for s in symmetry]
-    c5m_row = _row(
+    c5m_row = verdict_row(
         "C5", "except at distances below eps, no ConvNet is locally symmetric (reading: "
         "significantly, in C2's sense)",
         _texts(c5m, lambda o: f"{o.text()} of samples whose permutation range at r = 1 "
@@ -414,20 +414,42 @@ def symmetry_claims(symmetry: Sequence[ScoreStudy], isotropy: Sequence[ScoreStud
 
 
 # ------------------------------------------------------------ topology, C7-C8
-def _band_outcomes(studies, key: str, band: float, share: float, classes) -> list[Outcome]:
-    """Per model: the share of (sample, radius >= 1) statistics of ``key`` inside the band.
+def _per_sample_rho(rho: np.ndarray, radii) -> np.ndarray:
+    """Per sample, the median rho over the radii >= 1 (S,): one Mantel score per image."""
+    keep = np.asarray(radii) >= 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)     # a sample without radii >= 1
+        return np.nanmedian(np.asarray(rho, dtype=np.float64)[:, keep], axis=1)
 
+
+def _in_band(model: str, rho: np.ndarray, radii, band: float, share: float | None,
+             classes) -> Outcome:
+    """One model's outcome for "rho lies in (-band, band)".
+
+    ``share`` None (the rule): the median over samples of each sample's
+    median rho over radii >= 1, with a bootstrap interval over samples,
+    passes inside the band and fails outside it (:func:`rules.band_outcome`).
+    A ``share`` (the sensitivity line): the share of (sample, radius >= 1)
+    statistics inside the band, which passes at or above ``share``
+    (:func:`rules.pooled_outcome`; a share of 90% needs 35 samples to pass).
     The eps radius is left out: there the perturbation is largely lost to
     float32 rounding of ``x + nu`` (for a 224 x 224 input each value moves by
     less than half a float32 step), so its statistic measures rounding, not
     the network.
     """
-    out = []
-    for s in studies:
-        keep = np.asarray(s.radii) >= 1.0
-        out.append(rules.pooled_outcome(s.model, np.abs(s.rho[key][:, keep]) < band,
-                                        threshold=share, classes=(classes or {}).get(s.model)))
-    return out
+    if share is None:
+        return rules.band_outcome(model, _per_sample_rho(rho, radii), low=-band, high=band,
+                                  classes=classes)
+    keep = np.asarray(radii) >= 1.0
+    return rules.pooled_outcome(model, np.abs(np.asarray(rho)[:, keep]) < band,
+                                threshold=share, classes=classes)
+
+
+def _band_outcomes(studies, key: str, band: float, share: float | None, classes
+                   ) -> list[Outcome]:
+    """Per model: :func:`_in_band` of the topology statistics of ``key``."""
+    return [_in_band(s.model, s.rho[key], s.radii, band, share, (classes or {}).get(s.model))
+            for s in studies]
 
 
 def _unreachable(outcomes: Sequence[Outcome], share: float) -> str:
@@ -441,21 +463,15 @@ def _unreachable(outcomes: Sequence[Outcome], share: float) -> str:
             f"below {share:.0%}, so {listed} can only be undecided here, whatever the data")
 
 
-def _first_layer_outcomes(studies, depth, band: float, share: float, classes
+def _first_layer_outcomes(studies, depth, band: float, share: float | None, classes
                           ) -> list[Outcome]:
-    """Per model: the share of (sample, radius >= 1) rho already in the band after layer 1."""
-    out = []
-    for s in studies:
-        if s.model not in depth:
-            continue
-        d = depth[s.model]
-        keep = np.asarray(d.radii) >= 1.0
-        out.append(rules.pooled_outcome(s.model, np.abs(d.rho["model"][:, 0][:, keep]) < band,
-                                        threshold=share, classes=(classes or {}).get(s.model)))
-    return out
+    """Per model: :func:`_in_band` of rho after the first layer of the depth study."""
+    return [_in_band(s.model, depth[s.model].rho["model"][:, 0], depth[s.model].radii, band,
+                     share, (classes or {}).get(s.model))
+            for s in studies if s.model in depth]
 
 
-def _c8_verdict(studies, depth, band: float, share: float, classes) -> str:
+def _c8_verdict(studies, depth, band: float, share: float | None, classes) -> str:
     """C8's verdict: the linearisation judged with C7's band, then depth when given."""
     base = combine(_band_outcomes(studies, "jacobian", band, share, classes))
     if base != SUPPORTED:
@@ -473,9 +489,12 @@ def topology_claims(studies, *, classes: Mapping[str, int] | None = None,
                     depth: Mapping[str, object] | None = None) -> list[Verdict]:
     """C7 and C8 from :class:`localprops.studies.topology.TopologyStudy` results.
 
-    C7: the share of (sample, radius >= 1) Mantel statistics inside ``(-band,
-    band)``. C8 uses the same band on the model's own linearisation at x (the
-    Jacobian map): if that affine map also lands in the band, an affine map
+    C7: per model the median over samples of each sample's median Mantel
+    statistic over radii >= 1, with its bootstrap interval, against the band
+    ``(-band, band)`` (:func:`_in_band`); the share of (sample, radius)
+    statistics inside the band (at ``share`` and 75%) is the sensitivity
+    line. C8 uses the same rule on the model's own linearisation at x (the
+    Jacobian map): if that linear map also lands in the band, an affine map
     suffices to explain the low rho. "Compounded over layers" is a statement
     about depth: with ``depth`` (a mapping model ->
     :class:`localprops.studies.depth.DepthStudy`) C8 also asks whether rho is
@@ -489,49 +508,56 @@ def topology_claims(studies, *, classes: Mapping[str, int] | None = None,
     if not studies:
         return []
     setting = f"{studies[0].norm} radius >= 1; T points per radius; band |rho| < {band:g}"
-    c7 = _band_outcomes(studies, "model", band, share, classes)
-    median = {s.model: float(np.median(s.rho["model"])) for s in studies}
-    c7_row = _row(
+    c7 = _band_outcomes(studies, "model", band, None, classes)
+    shares = {f"share >= {q:.0%} of (sample, radius) statistics in the band": q
+              for q in (share, 0.75)}
+    c7_row = verdict_row(
         "C7", "-0.1 < rho < 0.1 for all ConvNets, even very close to x",
-        _texts(c7, lambda o: f"{o.text()} of (sample, radius >= 1) inside the band, median "
-                             f"rho {median[o.model]:.3f}"),
-        f"per model pass when at least {share:.0%} of the (sample, radius >= 1) statistics "
-        f"lie in (-{band:g}, {band:g}) (bootstrap over samples, widened to at least Wilson's "
-        "interval over samples, 95%); supported if every model passes, partly if some do. "
-        "The eps radius is left out (for a 224 x 224 input the perturbation is mostly "
-        "float32 rounding there; the 32 x 32 nets are not run at eps in float64 here), so "
-        "'even very close to x' is not decided. " + _unreachable(c7, share),
+        _texts(c7, lambda o: f"median rho {o.text('.3f')}"),
+        f"per sample the median of rho over the radii >= 1 (one Mantel score per image, as "
+        f"the paper's Fig. 4 gives one per network and radius); per model pass when the "
+        f"bootstrap 95% interval (over samples) of the median over samples lies inside "
+        f"(-{band:g}, {band:g}), fail when it lies outside; supported if every model passes, "
+        "partly if some do. The eps radius is left out (for a 224 x 224 input the "
+        "perturbation is mostly float32 rounding there; the 32 x 32 nets are not run at eps "
+        "in float64 here), so 'even very close to x' is not decided. Sensitivity: the share "
+        f"of (sample, radius) statistics in the band, at {share:.0%} and 75% (bootstrap over "
+        "samples, widened to at least Wilson's interval over samples). "
+        + _unreachable(_band_outcomes(studies, "model", band, share, classes), share),
         c7, verdict=combine(c7), setting=setting,
-        sensitivity=rules.sensitivity(_verdicts(
-            lambda **k: _band_outcomes(studies, "model", band, classes=classes, **k),
-            **{"share >= 75%": dict(share=0.75)})))
-    c8 = _band_outcomes(studies, "jacobian", band, share, classes)
-    first = _first_layer_outcomes(studies, depth or {}, band, share, classes)
+        sensitivity=rules.sensitivity({label: combine(_band_outcomes(
+            studies, "model", band, q, classes)) for label, q in shares.items()}))
+    c8 = _band_outcomes(studies, "jacobian", band, None, classes)
+    first = _first_layer_outcomes(studies, depth or {}, band, None, classes)
 
     def texts(o: Outcome) -> str:
         s = next(x for x in studies if x.model == o.model)
-        return (f"linearisation inside the band {o.text()}; median rho: model "
-                f"{np.median(s.rho['model']):.3f}, linearisation "
-                f"{np.median(s.rho['jacobian']):.3f}, random linear map "
+        return (f"linearisation: median rho {o.text('.3f')}; medians: model "
+                f"{np.median(s.rho['model']):.3f}, random linear map "
                 f"{np.median(s.rho['linear']):.3f}; over mixed radii model "
                 f"{np.median(s.mixed_rho):.3f}, random linear map "
                 f"{np.median(s.mixed_linear_rho):.3f}")
 
-    depth_text = ("; rho already in the band after the first convolution: " + "; ".join(
-        f"{o.model} {o.text()}" for o in first)) if first else ""
-    c8_row = _row(
+    depth_text = ("; median rho after the first convolution: " + "; ".join(
+        f"{o.model} {o.text('.3f')}" for o in first)) if first else ""
+    c8_row = verdict_row(
         "C8", "the cause is the affine map of every layer, compounded over layers",
         _texts(c8, texts) + depth_text,
-        f"the model's own linearisation at x (an affine map) is judged with C7's band: pass "
-        f"when at least {share:.0%} of its statistics lie in (-{band:g}, {band:g}); not "
-        "supported if no linearisation lands in the band (the low rho then needs the "
-        "non-linearity). If every model passes, 'compounded over layers' is judged by depth: "
-        "supported where rho after the first convolution lies outside the band for every "
-        "model (depth is needed to reach the band), partly where it is already inside for "
-        "some (one affine map suffices); without the depth study, at most partly",
-        c8, verdict=_c8_verdict(studies, depth, band, share, classes), setting=setting,
-        sensitivity=rules.sensitivity({"share >= 75%": _c8_verdict(studies, depth, band,
-                                                                   0.75, classes)}))
+        "the model's own linearisation at x, nu -> J_x nu (its layers with the ReLU and "
+        "pooling choices fixed at x: a linear map of nu, no activation pattern changes), is "
+        "judged with C7's rule: pass when the interval of its median rho lies inside "
+        f"(-{band:g}, {band:g}); not supported if no linearisation lands in the band (the "
+        "low rho then needs the changing non-linearity). If every model passes, 'compounded "
+        "over layers' is judged by depth: supported where rho after the first convolution "
+        "lies outside the band for every model (depth is needed to reach the band), partly "
+        "where it is already inside for some (one affine map suffices); without the depth "
+        "study, at most partly. A random linear map of the same width (the 'random linear "
+        "map' medians) is the control for 'any affine map': where it stays outside the band "
+        "while the linearisation is inside, the low rho belongs to the learned maps (their "
+        "few effective directions), not to affine maps as such",
+        c8, verdict=_c8_verdict(studies, depth, band, None, classes), setting=setting,
+        sensitivity=rules.sensitivity({label: _c8_verdict(studies, depth, band, q, classes)
+                                       for label, q in shares.items()}))
     return [c7_row, c8_row]
 
 
@@ -592,13 +618,14 @@ def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None, *,
         return []
     setting = f"{studies[0].norm} radius; random directions, min-max units per feature"
     c9 = _contracting_outcomes(studies, "minmax", classes)
-    rows = [_row(
+    rows = [verdict_row(
         "C9", "ConvNets are in general locally contracting: L_x < 1 in most cases "
         "(reading: random directions, as the paper measured)",
         _texts(c9, lambda o: f"{o.text()} of perturbed points with L_x < 1"),
         "with the paper's min-max normalizers: per model pass when more than half of the "
-        "perturbed points have L_x < 1 (bootstrap over samples, 95%); supported if every "
-        "model passes, partly if some do",
+        "perturbed points have L_x < 1 (bootstrap over samples, widened to at least "
+        "Wilson's interval over samples, 95%); supported if every model passes, partly if "
+        "some do",
         c9, verdict=combine(c9), setting=setting,
         sensitivity=rules.sensitivity({
             **{f"share > {share:.0%}": combine(_contracting_outcomes(
@@ -634,7 +661,7 @@ def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None, *,
         alternatives[f"finite radius r = {along_radius:g}, along the top direction (a "
                      "lower bound on the worst case there)"] = combine(
             worst_outcomes(worst_along))
-    rows.append(_row(
+    rows.append(verdict_row(
         "C9", "ConvNets are locally contracting (reading: eq. 9's bound over all "
         "directions, the worst case)",
         _texts(worst, lambda o: f"{o.text()} of samples whose largest local gain "
@@ -659,14 +686,15 @@ def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None, *,
         enough = len(s.ids) >= rules.MIN_COUNT
         result = (rules.FAIL if ratio >= 0.1 else
                   rules.PASS if kind == "worst-case" and enough else rules.UNDECIDED)
-        c10.append(Outcome(s.model, ratio, (ratio, ratio), 0.1, False, result,
+        # a maximum over samples: no sampling interval (NaN, stored as null)
+        c10.append(Outcome(s.model, ratio, (float("nan"), float("nan")), 0.1, False, result,
                            len(s.ids), len(s.ids), (classes or {}).get(s.model),
                            "" if result != rules.UNDECIDED else
                            f"only a {kind} gain is known" if kind != "worst-case" else
                            f"only {len(s.ids)} samples (need {rules.MIN_COUNT}): a larger "
                            "gain may be missed"))
     loose = bool(c10) and all(o.estimate < LOOSE_BOUND for o in c10)
-    c10_row = _row(
+    c10_row = verdict_row(
         "C10", "hence explanations by global non-linearity may be inaccurate",
         _texts(c10, lambda o: _c10_text(o, worst_raw))
         or "no model with a global product bound (not a plain sequence of layers)",
@@ -692,7 +720,7 @@ def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None, *,
 def frequency_claims(studies: Mapping, pooling: Mapping | None = None, *,
                      gap_threshold: float = 0.5, share_threshold: float = 0.5,
                      min_radius: float = 0.1, slope_tolerance: float = 0.05,
-                     margin: float = 0.0) -> list[Verdict]:
+                     margin: float = 0.01) -> list[Verdict]:
     """F1-F3, the frequency-domain argument, from per-sample first-layer measurements.
 
     ``studies`` maps a model name to its
@@ -715,7 +743,11 @@ def frequency_claims(studies: Mapping, pooling: Mapping | None = None, *,
       (``FrequencyStudy.centred``: each minus the mean change over the T
       draws) after pooling minus at the pooling's input; passes when the
       bootstrap interval of the median lies above ``margin`` (pooling makes
-      the changes more dissimilar), fails when it lies below. The raw
+      the changes more dissimilar by at least that much), fails when it lies
+      below: ``margin`` is the smallest rise the rule counts (0.01, under 1%
+      of the distance of independent changes, ``1 + 1/(T - 1)``), so a
+      measured null fails instead of staying undecided at any sample size;
+      margins 0, ``margin / 2`` and ``2 margin`` are the sensitivity line. The raw
       changes are the sensitivity line: the maximum of a window rises under
       any noise, a shift every pair of draws shares, so their distance falls
       after pooling whatever the permutation does. Studies without centred
@@ -725,10 +757,6 @@ def frequency_claims(studies: Mapping, pooling: Mapping | None = None, *,
     (:func:`localprops.report.rules.combine`: undecided models make the row
     inconclusive only if they could change it).
     """
-    import warnings
-
-    from localprops.report import rules
-
     if not studies:
         return []
     pooling = studies if pooling is None else pooling
@@ -870,8 +898,8 @@ def frequency_claims(studies: Mapping, pooling: Mapping | None = None, *,
     outcomes = [f3(m, s) for m, s in pooled.items()]
     some = next(iter(pooled.values()))
     centred = all(table(s, True) == "centred" for s in pooled.values())
-    alternatives = {f"margin {margin + d:+g}": rules.combine(
-        [f3(m, s, margin + d) for m, s in pooled.items()]) for d in (-0.05, 0.05)}
+    alternatives = {f"margin {m:g}": rules.combine([f3(mo, st, m) for mo, st in pooled.items()])
+                    for m in (0.0, margin / 2, margin * 2)}
     if centred:
         alternatives["raw (uncentred) changes, biased low by the shared rise of window "
                      "maxima"] = rules.combine([f3(m, s, centred=False)
@@ -885,7 +913,9 @@ def frequency_claims(studies: Mapping, pooling: Mapping | None = None, *,
            "the rise of a window's maximum under any noise, is taken out)" if centred else "")
         + ", after the first max-pooling minus that at the pooling's own input; a model "
         f"passes when the bootstrap 95% interval (over samples) of the median lies above "
-        f"{margin:g}, fails when it lies below; supported if every model with a max-pooling "
+        f"{margin:g} (the smallest rise counted: independent changes sit at "
+        f"1 + 1/(T - 1) = {1 + 1 / (some.T - 1):.3f}), fails when it lies below (no rise "
+        "of that size); supported if every model with a max-pooling "
         "layer among its first layers passes, partly if some do",
         f"{some.norm} radii {', '.join(f'{r:g}' for r in some.radii)}, T = {some.T}",
         rules.sensitivity(alternatives), "+.3f"))
@@ -994,7 +1024,7 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
     b1, b2 = b1_outcomes(factor), b2_outcomes(factor)
     texts_b2 = {study.model: f"score model {ends(iso, study, 'score')}; log-odds model "
                              f"{ends(iso, study, 'log-odds model')}" for iso, study in pairs}
-    b1_row = _row(
+    b1_row = verdict_row(
         "B1", "a gradient-based test of isotropy (eq. 3) 'might not be promising' (Sec. 2.1)",
         _texts(b1, lambda o: f"{o.text()} of {o.counted} measurable samples within "
                              f"x{factor:g} at r = {at:g}"),
@@ -1004,7 +1034,7 @@ def first_order_claims(measured: Sequence[ScoreStudy], studies: Sequence,
         "passes, partly if some do, supported if none",
         b1, verdict=combine(b1, invert=True), setting=f"{setting} at r = {at:g}",
         sensitivity=rules.sensitivity(alternatives_b1))
-    b2_row = _row(
+    b2_row = verdict_row(
         "B2", "(beyond the paper) the first-order model of the score breaks down within the "
         "paper's radii",
         _texts(b2, lambda o: f"{o.text()} of measurable samples depart within "
@@ -1067,7 +1097,7 @@ def attack_claims(studies: Sequence, *, factor: float = 2.0,
                else "")
             + f"; linear classifier: {np.median(study.linear_ratio):.3g} for the best of "
             f"{study.T} directions, {typical:.3g} for a typical one")
-    b3_row = _row(
+    b3_row = verdict_row(
         "B3", "(Fawzi et al. 2015, 2016) as for a linear classifier, random noise needs far "
         "more than the adversarial radius to misclassify (about sqrt(D) times it for a typical "
         "L2 direction; here: the best of T directions of eq. 4 against a linear classifier's "
@@ -1080,7 +1110,7 @@ def attack_claims(studies: Sequence, *, factor: float = 2.0,
         b3, verdict=combine(b3), setting=f"{norm} radius",
         sensitivity=rules.sensitivity({f"factor {f:g}": combine(b3_outcomes(f))
                                        for f in (1.5, 3.0)}))
-    b4_row = _row(
+    b4_row = verdict_row(
         "B4", "(beyond the paper; a check of the attacks) no random direction misclassifies "
         "at a smaller radius than the adversarial one (both are upper bounds on the smallest "
         "misclassifying radius: a failure would mean the attacks missed a nearer error that "

@@ -30,7 +30,7 @@ import numpy as np
 
 from localprops.core.stats import bootstrap_interval
 from localprops.report import rules
-from localprops.report.rules import Outcome, combine
+from localprops.report.rules import Outcome, combine, verdict_row
 from localprops.report.scorecard import Verdict
 
 #: L1: the per-sample slope passes when its median lies within -1/2 +- this
@@ -40,17 +40,6 @@ SLOPE_TOLERANCE_ALTERNATIVE = 0.2
 #: L3: the half-space distance matches the adversarial one within this factor
 RATIO_FACTOR = 2.0
 RATIO_FACTOR_ALTERNATIVE = 1.5
-
-
-def _row(claim: str, paper: str, measured: str, rule: str, outcomes: Sequence[Outcome], *,
-         verdict: str, setting: str, sensitivity: str = "") -> Verdict:
-    lead = rules.deciding(outcomes)
-    return Verdict(claim, paper, measured, rule, verdict,
-                   models={o.model: o.as_dict() for o in outcomes}, setting=setting,
-                   estimate=None if lead is None else rules.finite_or_none(lead.estimate),
-                   interval=None if lead is None else [rules.finite_or_none(v)
-                                                       for v in lead.interval],
-                   sensitivity=sensitivity)
 
 
 def _texts(outcomes: Sequence[Outcome], fmt: str, extra: Mapping[str, str] | None = None
@@ -147,7 +136,7 @@ def subspace_claim(studies: Sequence, *, tolerance: float = SLOPE_TOLERANCE,
         except ValueError as error:
             extra[s.model] = str(error)
     alt = SLOPE_TOLERANCE_ALTERNATIVE
-    return [_row(
+    return [verdict_row(
         "L1", "(Fawzi et al. 2016) in a random m-dimensional subspace the smallest "
               "misclassifying perturbation is about sqrt(D/m) times the adversarial one: "
               "slope -1/2 of log(ratio) against log(m)",
@@ -233,6 +222,23 @@ def difference_outcome(label: str, treated: np.ndarray, base: np.ndarray, *,
                    "interval contains 0" if result == rules.UNDECIDED else "")
 
 
+def paired_difference(label: str, base_ids, base: np.ndarray, treated_ids, treated: np.ndarray,
+                      *, statistic=np.nanmedian, seed: int = 0) -> Outcome:
+    """``statistic(treated) - statistic(base)`` over the images both sets hold, paired.
+
+    ``base`` and ``treated`` are per-sample values of two models, indexed by
+    their own ``ids``; the images in both are aligned by id and resampled
+    together (:func:`difference_outcome` with ``paired=True``). A description,
+    not a claim: its ``outcome`` says whether the interval lies below 0 (PASS)
+    or above (FAIL).
+    """
+    _, ib, it = np.intersect1d(np.asarray(base_ids), np.asarray(treated_ids),
+                               return_indices=True)
+    return difference_outcome(label, np.asarray(treated, dtype=np.float64)[it],
+                              np.asarray(base, dtype=np.float64)[ib], statistic=statistic,
+                              above=False, paired=True, seed=seed)
+
+
 def augmentation_claims(base, treated, *, norm_index: int, cutoff: float,
                         alternatives: Sequence[float] = ()) -> list[Verdict]:
     """L2: Gaussian-noise augmentation lowers high-frequency and raises low-frequency sensitivity.
@@ -275,7 +281,7 @@ def augmentation_claims(base, treated, *, norm_index: int, cutoff: float,
     setting = (f"l2 norm {r:g} in [0, 255] grey levels; {{what}} of the Fourier heat map; "
                f"cutoff |k| = {cutoff:g} cycles per image")
     return [
-        _row("L2", "(Yin et al. 2019) noise augmentation lowers the share of a model's "
+        verdict_row("L2", "(Yin et al. 2019) noise augmentation lowers the share of a model's "
                    "sensitivity at high spatial frequencies",
              f"{label}: median high-frequency share of |log-odds drop|, treated - base "
              f"{share.text('+.3f')} ({share.outcome}" + (f": {share.note})" if share.note
@@ -287,7 +293,7 @@ def augmentation_claims(base, treated, *, norm_index: int, cutoff: float,
              setting=setting.format(what="high-frequency share"),
              sensitivity=rules.sensitivity({f"cutoff {c:g}": combine([share_outcome(c)])
                                             for c in alternatives})),
-        _row("L2", "(Yin et al. 2019) noise augmentation raises a model's sensitivity at low "
+        verdict_row("L2", "(Yin et al. 2019) noise augmentation raises a model's sensitivity at low "
                    "spatial frequencies",
              f"{label}: log ratio of median low-frequency |log-odds drop| "
              f"{level.text('+.3f')} ({level.outcome}" + (f": {level.note})" if level.note
@@ -411,7 +417,7 @@ def halfspace_claim(studies: Sequence, adversarial: Mapping[str, np.ndarray], *,
 
     every_sigma = {s.model: log_ratios(s, None) for s in studies}
     main = outcomes(factor)
-    return [_row(
+    return [verdict_row(
         "L3", "(Ford et al. 2019) the error set near x acts like a half-space: the distance "
               "d fitted to error rates in Gaussian noise, Phi(-d/sigma), equals the "
               "adversarial distance",

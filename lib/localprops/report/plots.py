@@ -102,7 +102,12 @@ _QUANTITY_LABEL = {"probability": "score", "log_odds": "log-odds"}
 
 def score_range_summary(studies: Sequence[ScoreStudy], *, ax: plt.Axes | None = None,
                         label_kind: bool = False, quantity: str = "probability") -> plt.Axes:
-    """Median and interquartile band of the score (or log-odds) range per radius, per model."""
+    """Median and interquartile band of the score (or log-odds) range per radius, per model.
+
+    Both axes are logarithmic with the radii at their values, so a range
+    proportional to ``r`` (first order) is a line of slope 1 from eps to 20.
+    Solid lines: isotropy studies; dashed: symmetry studies.
+    """
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
     names = list(dict.fromkeys(study.model for study in studies))
@@ -110,15 +115,14 @@ def score_range_summary(studies: Sequence[ScoreStudy], *, ax: plt.Axes | None = 
     for study in studies:
         ranges = np.maximum(study.statistics_of(quantity).range, _RANGE_FLOOR)
         q25, q50, q75 = np.quantile(ranges, [0.25, 0.5, 0.75], axis=0)
-        x = np.arange(len(study.radii))
+        x = np.asarray(study.radii, dtype=np.float64)
         label = f"{study.model} ({study.kind})" if label_kind else study.model
         ax.plot(x, q50, marker=".", label=label, color=colors[study.model],
                 ls="-" if study.kind == "isotropy" else "--")
         ax.fill_between(x, q25, q75, alpha=0.15, color=colors[study.model])
     ax.set_yscale("log")
-    ax.set_xticks(np.arange(len(studies[0].radii)), _radius_labels(studies[0].radii),
-                  rotation=90, fontsize=7)
-    ax.set_xlabel(f"radius r ({studies[0].norm})")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"radius r ({studies[0].norm}, grey levels; log scale)")
     ax.set_ylabel(f"{_QUANTITY_LABEL[quantity]} range (median, IQR band)")
     ax.legend(fontsize=7)
     return ax
@@ -167,12 +171,26 @@ def permutation_pair(image, nu_a, nu_b, *, score_a: float, score_b: float,
     return fig
 
 
-def isotropy_vs_symmetry(isotropy: Sequence[ScoreStudy], symmetry: Sequence[ScoreStudy]
+def isotropy_vs_symmetry(isotropy: Sequence[ScoreStudy], symmetry: Sequence[ScoreStudy],
+                         quantities: Sequence[str] = ("probability", "log_odds")
                          ) -> plt.Figure:
-    """Median score range per radius: random directions (solid) against permutations (dashed)."""
-    fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
-    score_range_summary(list(isotropy) + list(symmetry), ax=ax, label_kind=True)
-    ax.set_title("isotropy (solid) against symmetry (dashed), same samples")
+    """Median range per radius: random directions (solid) against permutations (dashed).
+
+    One panel per quantity (the probability saturates near 1; the log-odds
+    do not), log-log axes, and a legend entry for each line style.
+    """
+    fig, axes = plt.subplots(1, len(quantities), figsize=(6.2 * len(quantities), 4.2),
+                             constrained_layout=True, squeeze=False)
+    for ax, quantity in zip(axes[0], quantities):
+        score_range_summary(list(isotropy) + list(symmetry), ax=ax, quantity=quantity)
+        handles, labels = ax.get_legend_handles_labels()
+        seen = dict(zip(labels, handles))           # one entry per model
+        models = list(seen.values())
+        styles = [Line2D([], [], color="0.3", ls="-", label="isotropy (random directions)"),
+                  Line2D([], [], color="0.3", ls="--", label="symmetry (permutations)")]
+        ax.legend(handles=models + styles, labels=list(seen) + [h.get_label() for h in styles],
+                  fontsize=7)
+        ax.set_title(f"{_QUANTITY_LABEL[quantity]} range, same samples", fontsize=9)
     return fig
 
 
@@ -354,6 +372,18 @@ def lipschitz_illustration() -> plt.Figure:
     return fig
 
 
+def radius_colours(radii) -> dict[float, np.ndarray]:
+    """One viridis colour per distinct radius, smallest darkest (up to 0.9: no pale yellow)."""
+    shown = np.unique(np.asarray(radii, dtype=np.float64))
+    return dict(zip(shown.tolist(), plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(shown)))))
+
+
+#: Axis units of the Lipschitz chapter's readings: (input side, feature side).
+_LIPSCHITZ_UNITS = {"raw": ("grey levels", "activations"),
+                    "minmax": ("per-value min-max units", "per-feature min-max units"),
+                    "zscore": ("per-value z-scores", "per-feature z-scores")}
+
+
 def lipschitz_scatter(studies, *, reading: str = "minmax", columns: int = 3) -> plt.Figure:
     """The paper's Fig. 6 form: output against input distance of every perturbed point.
 
@@ -365,13 +395,12 @@ def lipschitz_scatter(studies, *, reading: str = "minmax", columns: int = 3) -> 
     if not studies:
         raise ValueError("no Lipschitz results to draw")
     fig, axes = _panel_grid(len(studies), columns, 4.6, 3.8, sharey=False)
-    shown = np.unique(np.concatenate([np.maximum(s.radii, 1.0) for s in studies]))
-    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(shown)))
+    colours = radius_colours(np.concatenate([np.maximum(s.radii, 1.0) for s in studies]))
     for ax, study in zip(axes.flat, studies):
         x = study.input_distance[reading]
         y = study.output_distance[reading]
         for k, r in enumerate(study.radii):
-            colour = colours[int(np.searchsorted(shown, max(float(r), 1.0)))]
+            colour = colours[max(float(r), 1.0)]
             ax.scatter(x[:, k].ravel(), y[:, k].ravel(), color=colour, s=4, alpha=0.6,
                        label=None if r < 1 else f"r = {r:g}")
         grid = np.linspace(0, x.max(), 100)
@@ -383,8 +412,9 @@ def lipschitz_scatter(studies, *, reading: str = "minmax", columns: int = 3) -> 
         ax.plot([0, top], [0, top], c="0.3", ls=":", lw=1.0, label="L_x = 1")
         ax.set_xlim(0, x.max() * 1.05)
         ax.set_ylim(0, y.max() * 1.05)
-        ax.set_xlabel(f"||h(x + nu) - h(x)|| ({reading})")
-        ax.set_ylabel("||g(Phi(x + nu)) - g(Phi(x))||")
+        units = _LIPSCHITZ_UNITS.get(reading, (f"{reading} units", f"{reading} units"))
+        ax.set_xlabel(f"||h(x + nu) - h(x)||, L2 ({units[0]})")
+        ax.set_ylabel(f"||g(Phi(x + nu)) - g(Phi(x))|| ({units[1]})")
         ax.set_title(f"{study.model} (S={len(study.ids)})", fontsize=9)
     axes.flat[0].legend(fontsize=7, loc="upper left", markerscale=2)
     return fig
@@ -410,9 +440,8 @@ def taylor_vs_measured(measured: Sequence[ScoreStudy], studies: Sequence, *, ord
     if not studies:
         raise ValueError("no study results to draw")
     fig, axes = _panel_grid(len(studies), columns, 4.2, 3.8, sharey=False)
-    every = np.unique(np.concatenate([s.radii if order == 1 else s.second_radii
-                                      for s in studies]))
-    colours = dict(zip(every, plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(every)))))
+    colours = radius_colours(np.concatenate([s.radii if order == 1 else s.second_radii
+                                             for s in studies]))
     for ax, iso, study in zip(axes.flat, measured, studies):
         check_aligned(iso, study)
         radii = study.radii if order == 1 else study.second_radii
@@ -450,13 +479,22 @@ def taylor_vs_measured(measured: Sequence[ScoreStudy], studies: Sequence, *, ord
     return fig
 
 
+#: Per-model markers and line styles where several models share one axes.
+_MODEL_MARKERS = ("o", "s", "^", "v", "D", "P", "X")
+_MODEL_STYLES = ("-", "--", "-.", ":")
+
+
 def agreement_by_radius(measured: Sequence[ScoreStudy], studies: Sequence,
                         valid: Mapping[str, np.ndarray], *, factor: float = 2.0,
-                        ax: plt.Axes | None = None, legend: bool = True) -> plt.Axes:
+                        ax: plt.Axes | None = None, legend: bool = True,
+                        dodge: float = 0.04) -> plt.Axes:
     """Share of measurable samples whose predicted range is within ``factor`` of the measured one.
 
-    Solid lines: first order at every radius; markers: second order at its
-    radii; ``legend`` outside the axes, on their right. ``valid`` maps a model to its (S, R) mask of measurable ranges
+    Lines: first order at every radius, one colour, marker and line style
+    per model; crosses: second order at its radii. Models are dodged
+    sideways by a few percent of the radius (``dodge`` per model on the log
+    axis), so that lines at the same share (often 1) stay apart. ``legend``
+    outside the axes, on their right. ``valid`` maps a model to its (S, R) mask of measurable ranges
     (:func:`localprops.studies.firstorder.measurable`); the share at a radius is over
     the samples measurable there (no point where there is none).
     """
@@ -464,8 +502,10 @@ def agreement_by_radius(measured: Sequence[ScoreStudy], studies: Sequence,
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    middle = (len(studies) - 1) / 2
     for i, (iso, study) in enumerate(zip(measured, studies)):
         colour = f"C{i % 10}"
+        shift = (1.0 + dodge) ** (i - middle)
         ok_all = np.asarray(valid[study.model], bool)
         for order in (1, 2):
             if order == 2 and not len(study.second_radii):
@@ -474,13 +514,17 @@ def agreement_by_radius(measured: Sequence[ScoreStudy], studies: Sequence,
             ok = ok_all[:, study.second_index] if order == 2 else ok_all
             agree = (ok & within_factor(ratio, factor=factor)).sum(axis=0)
             share = np.where(ok.any(axis=0), agree / np.maximum(ok.sum(axis=0), 1), np.nan)
-            radii = study.radii if order == 1 else study.second_radii
-            ax.plot(radii, share, color=colour, marker="." if order == 1 else "x",
-                    ls="-" if order == 1 else "", ms=4 if order == 1 else 8,
+            radii = np.asarray(study.radii if order == 1 else study.second_radii) * shift
+            ax.plot(radii, share, color=colour,
+                    marker=_MODEL_MARKERS[i % len(_MODEL_MARKERS)] if order == 1 else "x",
+                    ls=_MODEL_STYLES[i % len(_MODEL_STYLES)] if order == 1 else "",
+                    ms=4 if order == 1 else 8, lw=1.2,
                     label=study.model if order == 1 else None)
     ax.set_xscale("log")
     ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel(f"radius r ({studies[0].norm})")
+    ax.set_xlabel(f"radius r ({studies[0].norm})"
+                  + (f"; models offset sideways by {dodge:.0%}" if dodge and len(studies) > 1
+                     else ""))
     ax.set_ylabel(f"share of measurable samples within x{factor:g}")
     if legend:       # one entry per model, one for the second-order crosses, beside the axes
         handles, labels = ax.get_legend_handles_labels()
@@ -607,7 +651,7 @@ def fourier_heat_maps(maps: Sequence, norm_index: int, *, what: str = "drop",
 
 def radial_sensitivity(heat, norm_index: int, *, predicted: np.ndarray | None = None,
                        kernel_power: np.ndarray | None = None,
-                       ax: plt.Axes | None = None) -> plt.Axes:
+                       ax: plt.Axes | None = None, legend: bool = True) -> plt.Axes:
     """Where a model's sensitivity lies in frequency, as shares per radial frequency ``|k|``.
 
     Lines, each normalised to sum 1 over the bins: the measured mean
@@ -615,7 +659,8 @@ def radial_sensitivity(heat, norm_index: int, *, predicted: np.ndarray | None = 
     (``predicted`` (F,), dashed), the first-layer kernels' mean power
     spectrum (``kernel_power`` (F,) on the same grid, dotted), and the flat
     spectrum of the paper's uniform noise (grey), which weights every
-    frequency alike.
+    frequency alike. ``legend=False`` leaves the legend out (panels of one
+    figure share the first panel's).
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.4), constrained_layout=True)
@@ -634,7 +679,8 @@ def radial_sensitivity(heat, norm_index: int, *, predicted: np.ndarray | None = 
     ax.set_xlabel("radial frequency |k| (cycles per image)")
     ax.set_ylabel("share per |k| bin")
     ax.set_title(heat.model, fontsize=9)
-    ax.legend(fontsize=6)
+    if legend:
+        ax.legend(fontsize=6)
     return ax
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from localprops.core.stats import bootstrap_interval, pooled_share, wilson_interval
-from localprops.report.scorecard import INCONCLUSIVE, NOT_SUPPORTED, PARTLY, SUPPORTED
+from localprops.report.scorecard import INCONCLUSIVE, NOT_SUPPORTED, PARTLY, SUPPORTED, Verdict
 
 PASS, FAIL, UNDECIDED = "pass", "fail", "undecided"
 
@@ -213,6 +213,22 @@ def median_outcome(model: str, values: ArrayLike, *, threshold: float, above: bo
                     classes, min_count, units)
 
 
+def median_text(values: ArrayLike, fmt: str = ".3g") -> str:
+    """``"median [lo, hi]"``: the median over (sample, ...) values, NaN left out.
+
+    The 95% interval resamples whole samples (the first axis), as the rules'
+    intervals do; ``"n/a"`` when no value is finite. For the tables beside a
+    verdict, whose medians must carry an interval too.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 0 or not np.isfinite(values).any():
+        return "n/a"
+    rows = values.reshape(len(values), -1)
+    rows = rows[np.isfinite(rows).any(axis=1)]
+    lo, hi = bootstrap_interval(rows, lambda v: np.nanmedian(v))
+    return f"{np.nanmedian(rows):{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
+
 # ------------------------------------------------------------ across models
 def every_model(passes: Sequence[bool]) -> str:
     """supported if every model passes, partly if some do, not supported if none."""
@@ -298,3 +314,19 @@ def band_outcome(model: str, values: ArrayLike, *, low: float, high: float,
 def sensitivity(alternatives: dict[str, str]) -> str:
     """``"label: verdict; label: verdict"`` for the scorecard's sensitivity column."""
     return "; ".join(f"{label}: {verdict}" for label, verdict in alternatives.items())
+
+
+def verdict_row(claim: str, paper: str, measured: str, rule: str, outcomes: Sequence[Outcome], *,
+                verdict: str, setting: str = "", sensitivity: str = "") -> Verdict:
+    """A scorecard row: the verdict, every model's outcome and the deciding estimate.
+
+    The row's ``estimate`` and ``interval`` are those of :func:`deciding`'s
+    outcome (None without one; non-finite values become None for JSON).
+    """
+    lead = deciding(outcomes)
+    return Verdict(claim, paper, measured, rule, verdict,
+                   models={o.model: o.as_dict() for o in outcomes}, setting=setting,
+                   estimate=None if lead is None else finite_or_none(lead.estimate),
+                   interval=None if lead is None else [finite_or_none(v)
+                                                       for v in lead.interval],
+                   sensitivity=sensitivity)

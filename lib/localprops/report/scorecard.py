@@ -69,6 +69,38 @@ def as_table(verdicts: Sequence[Verdict | dict], columns: Sequence[str] = ("clai
     return head + "\n".join(rows)
 
 
+def deciding_model(row: Verdict | dict) -> str | None:
+    """The model whose estimate and interval a row shows as its own, or None.
+
+    A row's headline is its deciding model's outcome
+    (:func:`localprops.report.rules.deciding`: the one closest to, or furthest
+    across, its threshold), so it may be the weakest model, not a typical one.
+    """
+    row = row if isinstance(row, dict) else asdict(row)
+    if row.get("estimate") is None:
+        return None
+    interval = list(row.get("interval") or [None, None])
+    for name, stored in (row.get("models") or {}).items():
+        if (stored.get("estimate") == row["estimate"]
+                and list(stored.get("interval") or [None, None]) == interval):
+            return name
+    return None
+
+
+def estimate_text(row: Verdict | dict) -> str:
+    """``"model: estimate [lo, hi]"``, the deciding model's numbers ('' without an estimate).
+
+    The interval is left out where the estimate has none (e.g. a maximum).
+    """
+    row = row if isinstance(row, dict) else asdict(row)
+    if row.get("estimate") is None:
+        return ""
+    lo, hi = row.get("interval") or (None, None)
+    bounds = f" [{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else ""
+    name = deciding_model(row)
+    return f"{name + ': ' if name else ''}{row['estimate']:.3g}{bounds}"
+
+
 def loaded_modules() -> list[str]:
     """The package modules loaded in this interpreter (what its results can depend on)."""
     import sys

@@ -215,8 +215,9 @@ def lipschitz_study(model: ModelSpec, samples: SampleSet, normalizers: Normalize
                     cache: ResultCache | None = None, progress: bool = True) -> LipschitzStudy:
     """Distances of eq. 9 for every perturbed point, in each normalization.
 
-    The perturbations are those of the isotropy study (same seeds), so every
-    model of a dataset sees the same points.
+    The perturbations are those of the isotropy study (same seeds), so an
+    image that several models of a dataset picked gets the same points in each
+    (each model draws its own samples: :func:`localprops.models.samples.prepare`).
     """
     spec = as_spec(model)
     model, model_name, weights = spec.model, spec.name, spec.weights

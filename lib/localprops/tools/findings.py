@@ -13,19 +13,26 @@ import json
 import sys
 from pathlib import Path
 
-from localprops.report.scorecard import reading
+from localprops.report.scorecard import estimate_text, reading
 
 START = "<!-- findings:start (written by python -m localprops.tools.findings) -->"
 END = "<!-- findings:end -->"
 
 
 def _estimate(row: dict) -> str:
-    if row.get("estimate") is None:
-        return ""
-    interval = row.get("interval") or [None, None]
-    if None in interval:
-        return f", {row['estimate']:.3g}"
-    return f", {row['estimate']:.3g} [{interval[0]:.3g}, {interval[1]:.3g}]"
+    text = estimate_text(row)
+    return f", {text}" if text else ""
+
+
+def _sample_counts(rows: list[dict]) -> dict[str, str]:
+    """Per model, its samples over the rows: one number, or the range where chapters differ."""
+    counts: dict[str, set[int]] = {}
+    for row in rows:
+        for name, stored in (row.get("models") or {}).items():
+            if stored.get("samples"):
+                counts.setdefault(name, set()).add(int(stored["samples"]))
+    return {name: (f"{min(n)}" if min(n) == max(n) else f"{min(n)}-{max(n)}")
+            for name, n in sorted(counts.items())}
 
 
 def render(rows: list[dict]) -> str:
@@ -33,14 +40,14 @@ def render(rows: list[dict]) -> str:
     claims: dict[str, list[dict]] = {}
     for row in rows:
         claims.setdefault(row["claim"], []).append(row)
-    models = sorted({name for row in rows for name in (row.get("models") or {})})
-    samples = {name: max((row["models"][name].get("samples") or 0) for row in rows
-                         if name in (row.get("models") or {})) for name in models}
+    samples = _sample_counts(rows)
     lines = [START, "",
              "Written from `book/scorecard.json` (default profile): "
-             + ", ".join(f"{name} ({samples[name]} samples)" for name in models)
-             + ". Each verdict is followed by the deciding model's estimate and its 95% "
-             "interval; see the scorecard chapter for every model's numbers and the rules.",
+             + ", ".join(f"{name} ({n} samples)" for name, n in samples.items())
+             + " (a range where chapters use different numbers). Each verdict is followed by "
+             "its deciding model, the one closest to or furthest across the rule's threshold "
+             "(often the weakest, not a typical one), with its estimate and 95% interval; see "
+             "the scorecard chapter for every model's numbers and the rules.",
              ""]
     for claim, group in claims.items():
         lines.append(f"- **{claim}** {group[0]['paper']}: " + "; ".join(
