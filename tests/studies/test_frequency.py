@@ -270,3 +270,17 @@ def test_f3_reads_the_centred_changes_and_gives_the_raw_ones_as_sensitivity():
     assert "raw (uncentred) changes" in row.sensitivity
     assert row.sensitivity.endswith(": not supported")
     assert "minus the mean change over the T draws" in row.rule
+
+
+def test_f3_is_not_decided_where_the_centring_fixes_the_distance():
+    """Centred on the mean of all T draws, exchangeable changes sit at 1 + 1/(T - 1)."""
+    fixed = 1 + 1 / (4 - 1)                             # study() uses T = 4
+    s = study("a", pool=0.8)
+    s.centred = {k: np.full_like(v, fixed) for k, v in s.distance.items()}
+    row = verdict(claims.frequency_claims({"a": s}), "F3")
+    assert row.verdict == INCONCLUSIVE
+    assert "Not decidable here" in row.rule
+    assert row.rule.endswith("Rule verdict as measured: not supported")   # a measured null
+    s.centred["pooling"] = np.full_like(s.distance["pooling"], fixed + 0.2)
+    moved = verdict(claims.frequency_claims({"a": s}), "F3")
+    assert moved.verdict == SUPPORTED and "Not decidable" not in moved.rule
