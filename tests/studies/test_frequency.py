@@ -7,7 +7,7 @@ from torch import nn
 
 from conftest import spec_of
 from localprops.core.philox import derive_seed
-from localprops.core.sampling import PermutedPerturbations
+from localprops.core.sampling import PermutedPerturbations, RadialPerturbations
 from localprops.models.samples import SampleSet
 from localprops.report import claims
 from localprops.report.scorecard import INCONCLUSIVE, LOGICAL, NOT_SUPPORTED, PARTLY, SUPPORTED
@@ -158,6 +158,16 @@ def test_pooling_input_and_centred_distances_match_a_direct_computation():
         centred = delta - delta.mean(0, keepdim=True)
         cos = F.cosine_similarity(centred[:1], centred[1:], dim=1)
         assert np.allclose(study.centred[kind][1, 1], (1 - cos).numpy())
+        # the reference: the same first change against independent directions of eq. 4
+        radial = RadialPerturbations(tuple(samples.images.shape[1:]), [1.0, 30.0], 5, "l2",
+                                     int(samples.seeds[1]))
+        handle = module.register_forward_hook(lambda m, i, o: store.append(o.flatten(1)))
+        with torch.no_grad():
+            model(samples.images[1] + radial.rows(5, 10, dtype=torch.float64))
+        handle.remove()
+        other = store[2] - store[0]
+        cos = F.cosine_similarity(delta[:1], other[1:], dim=1)
+        assert np.allclose(study.independent[kind][1, 1], (1 - cos).numpy())
 
 
 # ------------------------------------------------------------------- rules
@@ -267,20 +277,39 @@ def test_f3_reads_the_centred_changes_and_gives_the_raw_ones_as_sensitivity():
     row = verdict(claims.frequency_claims({"a": s}), "F3")
     assert row.verdict == SUPPORTED
     assert row.models["a"]["estimate"] == pytest.approx(0.3)
-    assert "raw (uncentred) changes" in row.sensitivity
+    assert "raw distances, without a reference" in row.sensitivity
     assert row.sensitivity.endswith(": not supported")
     assert "minus the mean change over the T draws" in row.rule
 
 
-def test_f3_is_not_decided_where_the_centring_fixes_the_distance():
-    """Centred on the mean of all T draws, exchangeable changes sit at 1 + 1/(T - 1)."""
-    fixed = 1 + 1 / (4 - 1)                             # study() uses T = 4
-    s = study("a", pool=0.8)
-    s.centred = {k: np.full_like(v, fixed) for k, v in s.distance.items()}
+def with_reference(s, before, after):
+    """Give a hand-built study distances to independent directions (before / at pooling)."""
+    s.independent = {k: np.full_like(v, before) for k, v in s.distance.items()}
+    s.independent["pooling"] = np.full_like(s.distance["pooling"], after)
+    return s
+
+
+@pytest.mark.parametrize("pool, independent_at_pooling, expected", [
+    (1.0, 1.0, SUPPORTED),      # permutations alike before (1.0 vs 1.3), as unrelated after
+    (0.8, 1.3, NOT_SUPPORTED),  # as alike after pooling as before: the excess stays 0.3
+    (0.7, 1.0, NOT_SUPPORTED),  # a shared change lowers both by 0.3 alike: it cancels
+    (0.8, 1.0, SUPPORTED),      # ... but the permutations' distance falls less: +0.1
+    (0.5, 1.0, NOT_SUPPORTED),  # pooling makes the permutations *more* alike than noise
+])
+def test_f3_reads_the_excess_over_independent_directions(pool, independent_at_pooling,
+                                                         expected):
+    """The conv/activation distance to the permutations is 1.0, to independent draws 1.3."""
+    s = with_reference(study("a", pool=pool), 1.3, independent_at_pooling)
     row = verdict(claims.frequency_claims({"a": s}), "F3")
-    assert row.verdict == INCONCLUSIVE
-    assert "Not decidable here" in row.rule
-    assert row.rule.endswith("Rule verdict as measured: not supported")   # a measured null
-    s.centred["pooling"] = np.full_like(s.distance["pooling"], fixed + 0.2)
-    moved = verdict(claims.frequency_claims({"a": s}), "F3")
-    assert moved.verdict == SUPPORTED and "Not decidable" not in moved.rule
+    assert row.verdict == expected
+    assert "independent directions of eq. 4" in row.rule
+    assert "raw distances, without a reference" in row.sensitivity
+    assert "to independent directions" in row.measured
+
+
+def test_f3_reference_reading_undecided_on_the_margin():
+    """Rises of 0 and 0.02 in equal numbers: a median on the 0.01 margin decides nothing."""
+    s = with_reference(study("a", pool=1.0), 1.3, 1.3)
+    s.independent["pooling"] = np.broadcast_to(
+        np.array([1.3] * 10 + [1.28] * 10)[:, None, None], s.distance["pooling"].shape).copy()
+    assert verdict(claims.frequency_claims({"a": s}), "F3").verdict == INCONCLUSIVE

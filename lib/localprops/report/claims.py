@@ -759,23 +759,23 @@ def frequency_claims(studies: Mapping, pooling: Mapping | None = None, *,
       first-convolution gap against r (radii ``>= min_radius``); passes when
       the bootstrap interval of the median slope lies inside
       ``1 +- slope_tolerance``, fails when it lies outside.
-    - F3, per model with a max-pooling layer among its first layers: per
-      (sample, radius) the correlation distance of the *centred* changes
-      (``FrequencyStudy.centred``: each minus the mean change over the T
-      draws) after pooling minus at the pooling's input; passes when the
-      bootstrap interval of the median lies above ``margin`` (pooling makes
-      the changes more dissimilar by at least that much), fails when it lies
-      below: ``margin`` is the smallest rise the rule counts (0.01), so a
-      measured null fails instead of staying undecided at any sample size;
-      margins 0, ``margin / 2`` and ``2 margin`` are the sensitivity line.
-      Where every model's centred distances at both layers sit at
-      ``1 + 1/(T - 1)`` (within :data:`CENTRING_TOLERANCE`), the value the
-      centring itself fixes, the row is *inconclusive* whatever the rule
-      says (:func:`_centring_fixes`): the measure cannot show the claim. The raw
-      changes are the sensitivity line: the maximum of a window rises under
-      any noise, a shift every pair of draws shares, so their distance falls
-      after pooling whatever the permutation does. Studies without centred
-      distances (built by hand) are read raw.
+    - F3, per model with a max-pooling layer among its first layers, one of
+      three readings, the first every study supports: *reference* (the
+      studies' ``independent`` distances): per (sample, radius) how much more
+      alike a perturbation's and its permutations' changes are than its and
+      independent directions' (a change every draw shares, such as the rise
+      of a window's maximum under any noise, cancels), at the pooling's input
+      minus after pooling; *centred*: the correlation distance of the changes
+      minus their mean over the T draws, after pooling minus at its input;
+      *raw*: the same without centring (biased low by the shared rise). A
+      model passes when the bootstrap interval of the median lies above
+      ``margin``, the smallest rise counted (0.01), and fails when it lies
+      below, so a measured null fails instead of staying undecided at any
+      sample size; margins 0, ``margin / 2`` and ``2 margin`` and the other
+      readings are the sensitivity line. In the centred reading, where every
+      model's distances at both layers sit at ``1 + 1/(T - 1)`` (within
+      :data:`CENTRING_TOLERANCE`), the value the centring itself fixes, the
+      row is *inconclusive* whatever the rule says (:func:`_centring_fixes`).
 
     Every rule is then "supported if every model passes, partly if some do"
     (:func:`localprops.report.rules.combine`: undecided models make the row
@@ -882,35 +882,49 @@ def frequency_claims(studies: Mapping, pooling: Mapping | None = None, *,
     if not pooled:
         return rows
 
-    def table(study, centred: bool) -> str:
-        return "centred" if centred and "pooling" in study.centred else "distance"
-
     def before_pooling(study) -> str:
         for kind in ("pooling_input", "activation"):
             if kind in study.distance:
                 return kind
         return "convolution"
 
-    def raise_(study, centred):
-        what = table(study, centred)
-        return (study.per_sample(what, "pooling")
-                - study.per_sample(what, before_pooling(study)))
+    def has(study, what: str) -> bool:
+        return {"pooling", before_pooling(study)} <= set(getattr(study, what, None) or {})
 
-    def f3(model, study, threshold=margin, centred=True):
-        out = rules.median_outcome(model, raise_(study, centred), threshold=threshold,
+    def rise(study, reading: str) -> np.ndarray:
+        """(S, R): how much more dissimilar pooling makes the changes, in one reading."""
+        before = before_pooling(study)
+        if reading == "reference":       # the permutations' extra likeness, before minus after
+            def excess(kind):
+                return study.per_sample("independent", kind) - study.per_sample("distance", kind)
+            return excess(before) - excess("pooling")
+        what = "centred" if reading == "centred" else "distance"
+        return study.per_sample(what, "pooling") - study.per_sample(what, before)
+
+    def f3(model, study, threshold=margin, reading="raw"):
+        out = rules.median_outcome(model, rise(study, reading), threshold=threshold,
                                    above=True, classes=study.classes)
         if out.outcome == rules.PASS and not out.interval[0] > threshold:
             out.outcome, out.note = rules.UNDECIDED, "interval touches the margin"
         return out
 
+    readings = [r for r in ("reference", "centred")
+                if all(has(s, "independent" if r == "reference" else r)
+                       for s in pooled.values())] + ["raw"]
+    main = readings[0]
+
     def describe(study):
-        what = table(study, True)
         kinds = ("convolution", "activation", before_pooling(study), "pooling")
-        d = {k: quiet_median(study.per_sample(what, k), axis=0)
+        d = {k: quiet_median(study.per_sample("distance", k), axis=0)
              for k in dict.fromkeys(kinds) if k in study.distance}
-        parts = [" (per radius " + ", ".join(f"{r:g}" for r in study.radii) + ": distance "
-                 + "; ".join(f"{k.replace('_', ' ')} " + "/".join(f"{v:.3f}" for v in d[k])
-                             for k in d)]
+        parts = [" (per radius " + ", ".join(f"{r:g}" for r in study.radii) + ": distance to "
+                 "the permutations " + "; ".join(f"{k.replace('_', ' ')} " + "/".join(
+                     f"{v:.3f}" for v in d[k]) for k in d)]
+        if main == "reference":
+            parts.append("to independent directions " + "; ".join(
+                f"{k.replace('_', ' ')} " + "/".join(
+                    f"{v:.3f}" for v in quiet_median(study.per_sample("independent", k), axis=0))
+                for k in (before_pooling(study), "pooling")))
         if study.winners is not None:
             parts.append("changed pooling winners " + "/".join(
                 f"{v:.0%}" for v in quiet_median(study.per_sample("winners"), axis=0)))
@@ -919,37 +933,48 @@ def frequency_claims(studies: Mapping, pooling: Mapping | None = None, *,
                 f"{v:.0%}" for v in quiet_median(study.per_sample("pattern"), axis=0)))
         return "; ".join(parts) + ")"
 
-    outcomes = [f3(m, s) for m, s in pooled.items()]
+    outcomes = [f3(m, s, reading=main) for m, s in pooled.items()]
     some = next(iter(pooled.values()))
-    centred = all(table(s, True) == "centred" for s in pooled.values())
-    alternatives = {f"margin {m:g}": rules.combine([f3(mo, st, m) for mo, st in pooled.items()])
+    alternatives = {f"margin {m:g}": rules.combine([f3(mo, st, m, main)
+                                                    for mo, st in pooled.items()])
                     for m in (0.0, margin / 2, margin * 2)}
-    if centred:
-        alternatives["raw (uncentred) changes, biased low by the shared rise of window "
-                     "maxima"] = rules.combine([f3(m, s, centred=False)
-                                                for m, s in pooled.items()])
-    pinned = centred and all(_centring_fixes(s, before_pooling(s)) for s in pooled.values())
+    labels = {"centred": "centred changes (each minus the mean of the T draws)",
+              "raw": "raw distances, without a reference (biased low by the shared rise of "
+                     "window maxima)"}
+    for other in readings[1:]:
+        alternatives[labels[other]] = rules.combine([f3(m, s, reading=other)
+                                                     for m, s in pooled.items()])
+    pinned = main == "centred" and all(_centring_fixes(s, before_pooling(s))
+                                       for s in pooled.values())
     verdict = rules.combine(outcomes)
+    statistic = {
+        "reference": "per (sample, radius), how much more alike the changes delta = f(x + nu) "
+                     "- f(x) of a perturbation and of its permutations are than those of it "
+                     "and of independent directions of eq. 4 at the same radius: "
+                     "d(delta_1, delta'_t) - d(delta_1, delta_t) with d = 1 - cos (a change "
+                     "every draw shares, such as the rise of a window's maximum under any "
+                     "noise, enters both and cancels); F3's statistic is that excess at the "
+                     "pooling's own input minus after the first max-pooling (positive: pooling "
+                     "makes the permuted outputs more dissimilar)",
+        "centred": "per (sample, radius), the correlation distance 1 - cos(delta_1, delta_t) "
+                   "of the changes delta = f(x + nu) - f(x), each minus the mean change over "
+                   "the T draws, after the first max-pooling minus that at the pooling's own "
+                   "input",
+        "raw": "per (sample, radius), the correlation distance 1 - cos(delta_1, delta_t) of "
+               "the changes delta = f(x + nu) - f(x) after the first max-pooling minus that at "
+               "the pooling's own input"}[main]
     rows.append(row(
         "F3", "max-pooling after the first layer makes the outputs more dissimilar",
         outcomes, [describe(s) for s in pooled.values()],
-        "per (sample, radius), the correlation distance 1 - cos(delta_1, delta_t) of the "
-        "changes delta = f(x + nu) - f(x)"
-        + (", each minus the mean change over the T draws (what every draw shares, such as "
-           "the rise of a window's maximum under any noise, is taken out)" if centred else "")
-        + ", after the first max-pooling minus that at the pooling's own input; a model "
-        f"passes when the bootstrap 95% interval (over samples) of the median lies above "
-        f"{margin:g} (the smallest rise counted), fails when it lies below (no rise "
-        "of that size); supported if every model with a max-pooling "
-        "layer among its first layers passes, partly if some do"
+        statistic + "; a model passes when the bootstrap 95% interval (over samples) of the "
+        f"median lies above {margin:g} (the smallest rise counted), fails when it lies below "
+        "(no rise of that size); supported if every model with a max-pooling layer among its "
+        "first layers passes, partly if some do"
         + (". Not decidable here: at the pooling and at its input every model's median sits "
            f"within {CENTRING_TOLERANCE:g} of 1 + 1/(T - 1) = {1 + 1 / (some.T - 1):.3f}, the "
            "value the centring itself fixes (the T centred changes sum to zero, so a change's "
            "mean cosine with the other T - 1 is -1/(T - 1) whenever their lengths are "
-           "alike); the draws, permutations of one perturbation, are exchangeable, so no "
-           "centred pairwise distance can show them grow apart, and the raw distance "
-           "(the sensitivity line) mixes that with the shared rise of the window maxima. "
-           "Rule verdict as measured: " + verdict if pinned else ""),
+           "alike). Rule verdict as measured: " + verdict if pinned else ""),
         f"{some.norm} radii {', '.join(f'{r:g}' for r in some.radii)}, T = {some.T}",
         rules.sensitivity(alternatives), "+.3f", verdict=INCONCLUSIVE if pinned else None))
     return rows

@@ -27,7 +27,7 @@ from torch import nn
 
 from localprops.core import checks as _checks
 from localprops.core.engine import capture_layer, model_device, model_dtype
-from localprops.core.sampling import PermutedPerturbations
+from localprops.core.sampling import PermutedPerturbations, RadialPerturbations
 
 
 def first_module(model: nn.Module, kind: type[nn.Module] = nn.Conv2d) -> tuple[str, nn.Module]:
@@ -189,8 +189,18 @@ class FrequencyStudy:
     - ``centred[kind]`` (S, R, T-1): the same distance between the changes
       minus their mean over the ``T`` draws of the (sample, radius): what the
       draws share (e.g. the rise of every window's maximum under any noise)
-      is taken out, so only how the changes differ is compared. For ``T``
-      independent changes it is about ``1 + 1 / (T - 1)``, not 1.
+      is taken out, so only how the changes differ is compared. The centred
+      changes sum to zero, so for changes of alike lengths the average is
+      ``1 + 1 / (T - 1)`` whatever they are: exchangeable draws (the
+      permutations) cannot move it;
+    - ``independent[kind]`` (S, R, T-1): ``1 - cos(delta_0, delta'_t)`` with
+      ``delta'_t`` the change for the ``T - 1`` *independent* directions of
+      eq. 4 at the same radius (the sample's radial draws): the reference a
+      permutation is compared with. A change every draw shares (the rise of a
+      window's maximum under any noise) enters both ``distance`` and
+      ``independent`` alike, so their difference is how much more alike a
+      perturbation and its permutation are than unrelated noise of the same
+      size.
 
     With a pooling layer the kind ``"pooling_input"`` is measured too (the
     tensor that enters the pooling, whatever comes before it), so that the
@@ -226,6 +236,7 @@ class FrequencyStudy:
     winners_pair: np.ndarray | None = None
     pooling: str | None = None
     centred: dict[str, np.ndarray] = field(default_factory=dict)
+    independent: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def classes(self) -> int:
@@ -238,11 +249,11 @@ class FrequencyStudy:
     def per_sample(self, what: str, kind: str | None = None) -> np.ndarray:
         """(S, R): a measure averaged over the permutations (NaN-aware).
 
-        ``what`` is ``"absolute"``, ``"relative"``, ``"distance"`` or
-        ``"centred"`` (with a layer ``kind``), or ``"pattern"``, ``"pattern_pair"``, ``"winners"``,
-        ``"winners_pair"``.
+        ``what`` is ``"absolute"``, ``"relative"``, ``"distance"``,
+        ``"centred"`` or ``"independent"`` (with a layer ``kind``), or ``"pattern"``,
+        ``"pattern_pair"``, ``"winners"``, ``"winners_pair"``.
         """
-        if what in ("absolute", "relative", "distance", "centred"):
+        if what in ("absolute", "relative", "distance", "centred", "independent"):
             table = getattr(self, what)
             if kind not in table:
                 raise KeyError(f"{self.model} has no {kind!r} layer; it has {list(table)}")
@@ -411,6 +422,7 @@ def frequency_study(model, samples, radii: list[float], *, T: int = 8, norm: str
     size = batch_size or default_batch_size(shape, device)
     groups = max(1, size // T)                      # (sample, radius) groups per chunk
     sources = [PermutedPerturbations(shape, radii, T, norm, int(seed)) for seed in samples.seeds]
+    references = [RadialPerturbations(shape, radii, T, norm, int(seed)) for seed in samples.seeds]
     model.eval()
     probe = _Probe(model, layers)
     try:
@@ -425,13 +437,19 @@ def frequency_study(model, samples, radii: list[float], *, T: int = 8, norm: str
             def step(start: int, stop: int) -> dict[str, torch.Tensor]:
                 index = torch.arange(start, stop)
                 owner = index // R                  # the sample of each group
-                batch = []
-                for s in owner.unique().tolist():   # one generator per sample (its seed)
-                    mine = index[owner == s] % R
-                    x = images[s].to(device=device, dtype=dtype)
-                    batch.append(sources[s].rows(int(mine[0]) * T, (int(mine[-1]) + 1) * T,
-                                                 device=device, dtype=dtype).add_(x))
-                records = probe(torch.cat(batch))
+
+                def perturbed(generators) -> torch.Tensor:
+                    batch = []
+                    for s in owner.unique().tolist():   # one generator per sample (its seed)
+                        mine = index[owner == s] % R
+                        x = images[s].to(device=device, dtype=dtype)
+                        batch.append(generators[s].rows(int(mine[0]) * T,
+                                                        (int(mine[-1]) + 1) * T,
+                                                        device=device, dtype=dtype).add_(x))
+                    return torch.cat(batch)
+
+                records = probe(perturbed(sources))
+                unrelated = probe(perturbed(references))
                 n, out = stop - start, {}
                 for key, value in records.items():
                     value = value.reshape(n, T, -1)
@@ -448,6 +466,8 @@ def frequency_study(model, samples, radii: list[float], *, T: int = 8, norm: str
                     out["distance " + key] = correlation_distance(delta[:, :1], delta[:, 1:])
                     centred = delta - delta.mean(dim=1, keepdim=True)
                     out["centred " + key] = correlation_distance(centred[:, :1], centred[:, 1:])
+                    other = unrelated[key].reshape(n, T, -1).to(torch.float64) - ref
+                    out["independent " + key] = correlation_distance(delta[:, :1], other[:, 1:])
                 return {key: value.cpu() for key, value in out.items()}
 
             bar = progress_bar(total=S * R, enabled=progress, desc=f"{name or 'model'} layers",
@@ -479,4 +499,4 @@ def frequency_study(model, samples, radii: list[float], *, T: int = 8, norm: str
         absolute=table("absolute"), relative=table("relative"), distance=table("distance"),
         pattern=merged.get("regions"), pattern_pair=merged.get("regions_pair"),
         winners=merged.get("winners"), winners_pair=merged.get("winners_pair"),
-        pooling=probe.pooling, centred=table("centred"))
+        pooling=probe.pooling, centred=table("centred"), independent=table("independent"))
