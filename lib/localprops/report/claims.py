@@ -720,24 +720,6 @@ def lipschitz_claims(studies, bounds: Mapping[str, float] | None = None, *,
     return rows + [c10_row]
 
 
-#: F3: a centred distance within this of 1 + 1/(T - 1) sits where the centring puts it.
-CENTRING_TOLERANCE = 0.01
-
-
-def _centring_fixes(study, before: str) -> bool:
-    """Whether a study's centred distances at the pooling and its input are the centring's value.
-
-    Centred on the mean of all ``T`` draws, the changes sum to zero, so for
-    changes of alike lengths the mean distance of one to the others is
-    ``1 + 1/(T - 1)`` whatever they are: a median there says nothing.
-    """
-    fixed = 1.0 + 1.0 / (study.T - 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        medians = [np.nanmedian(study.per_sample("centred", kind)) for kind in (before, "pooling")]
-    return all(abs(m - fixed) < CENTRING_TOLERANCE for m in medians)
-
-
 def frequency_claims(studies: Mapping, pooling: Mapping | None = None, *,
                      gap_threshold: float = 0.5, share_threshold: float = 0.5,
                      min_radius: float = 0.1, slope_tolerance: float = 0.05,
@@ -759,23 +741,20 @@ def frequency_claims(studies: Mapping, pooling: Mapping | None = None, *,
       first-convolution gap against r (radii ``>= min_radius``); passes when
       the bootstrap interval of the median slope lies inside
       ``1 +- slope_tolerance``, fails when it lies outside.
-    - F3, per model with a max-pooling layer among its first layers, one of
-      three readings, the first every study supports: *reference* (the
-      studies' ``independent`` distances): per (sample, radius) how much more
-      alike a perturbation's and its permutations' changes are than its and
-      independent directions' (a change every draw shares, such as the rise
-      of a window's maximum under any noise, cancels), at the pooling's input
-      minus after pooling; *centred*: the correlation distance of the changes
-      minus their mean over the T draws, after pooling minus at its input;
-      *raw*: the same without centring (biased low by the shared rise). A
-      model passes when the bootstrap interval of the median lies above
-      ``margin``, the smallest rise counted (0.01), and fails when it lies
-      below, so a measured null fails instead of staying undecided at any
-      sample size; margins 0, ``margin / 2`` and ``2 margin`` and the other
-      readings are the sensitivity line. In the centred reading, where every
-      model's distances at both layers sit at ``1 + 1/(T - 1)`` (within
-      :data:`CENTRING_TOLERANCE`), the value the centring itself fixes, the
-      row is *inconclusive* whatever the rule says (:func:`_centring_fixes`).
+    - F3, per model with a max-pooling layer among its first layers: per
+      (sample, radius) the correlation distance ``1 - cos(delta_1, delta_t)``
+      between the changes of a perturbation and of its permutations, after
+      the first max-pooling minus at the pooling's own input (the shared rise
+      of window maxima under any noise is part of what pooling does and
+      counts). A model passes when the bootstrap interval of the median lies
+      above ``margin``, the smallest rise counted (0.01), and fails when it
+      lies below, so a measured null fails instead of staying undecided at
+      any sample size; margins 0, ``margin / 2`` and ``2 margin`` are the
+      sensitivity line, with, where the studies have them, the same against
+      independent directions (``e = d(independent) - d(permutation)``, at
+      the input minus after pooling), which is about 0 by construction: a
+      permutation of i.i.d. noise is, for the network, another independent
+      draw.
 
     Every rule is then "supported if every model passes, partly if some do"
     (:func:`localprops.report.rules.combine`: undecided models make the row
@@ -894,12 +873,11 @@ def frequency_claims(studies: Mapping, pooling: Mapping | None = None, *,
     def rise(study, reading: str) -> np.ndarray:
         """(S, R): how much more dissimilar pooling makes the changes, in one reading."""
         before = before_pooling(study)
-        if reading == "reference":       # the permutations' extra likeness, before minus after
+        if reading == "reference":       # the permutations' extra likeness, input minus after
             def excess(kind):
                 return study.per_sample("independent", kind) - study.per_sample("distance", kind)
             return excess(before) - excess("pooling")
-        what = "centred" if reading == "centred" else "distance"
-        return study.per_sample(what, "pooling") - study.per_sample(what, before)
+        return study.per_sample("distance", "pooling") - study.per_sample("distance", before)
 
     def f3(model, study, threshold=margin, reading="raw"):
         out = rules.median_outcome(model, rise(study, reading), threshold=threshold,
@@ -908,11 +886,6 @@ def frequency_claims(studies: Mapping, pooling: Mapping | None = None, *,
             out.outcome, out.note = rules.UNDECIDED, "interval touches the margin"
         return out
 
-    readings = [r for r in ("reference", "centred")
-                if all(has(s, "independent" if r == "reference" else r)
-                       for s in pooled.values())] + ["raw"]
-    main = readings[0]
-
     def describe(study):
         kinds = ("convolution", "activation", before_pooling(study), "pooling")
         d = {k: quiet_median(study.per_sample("distance", k), axis=0)
@@ -920,7 +893,7 @@ def frequency_claims(studies: Mapping, pooling: Mapping | None = None, *,
         parts = [" (per radius " + ", ".join(f"{r:g}" for r in study.radii) + ": distance to "
                  "the permutations " + "; ".join(f"{k.replace('_', ' ')} " + "/".join(
                      f"{v:.3f}" for v in d[k]) for k in d)]
-        if main == "reference":
+        if has(study, "independent"):
             parts.append("to independent directions " + "; ".join(
                 f"{k.replace('_', ' ')} " + "/".join(
                     f"{v:.3f}" for v in quiet_median(study.per_sample("independent", k), axis=0))
@@ -933,50 +906,29 @@ def frequency_claims(studies: Mapping, pooling: Mapping | None = None, *,
                 f"{v:.0%}" for v in quiet_median(study.per_sample("pattern"), axis=0)))
         return "; ".join(parts) + ")"
 
-    outcomes = [f3(m, s, reading=main) for m, s in pooled.items()]
+    outcomes = [f3(m, s) for m, s in pooled.items()]
     some = next(iter(pooled.values()))
-    alternatives = {f"margin {m:g}": rules.combine([f3(mo, st, m, main)
-                                                    for mo, st in pooled.items()])
+    alternatives = {f"margin {m:g}": rules.combine([f3(mo, st, m) for mo, st in pooled.items()])
                     for m in (0.0, margin / 2, margin * 2)}
-    labels = {"centred": "centred changes (each minus the mean of the T draws)",
-              "raw": "raw distances, without a reference (biased low by the shared rise of "
-                     "window maxima)"}
-    for other in readings[1:]:
-        alternatives[labels[other]] = rules.combine([f3(m, s, reading=other)
-                                                     for m, s in pooled.items()])
-    pinned = main == "centred" and all(_centring_fixes(s, before_pooling(s))
-                                       for s in pooled.values())
-    verdict = rules.combine(outcomes)
-    statistic = {
-        "reference": "per (sample, radius), how much more alike the changes delta = f(x + nu) "
-                     "- f(x) of a perturbation and of its permutations are than those of it "
-                     "and of independent directions of eq. 4 at the same radius: "
-                     "d(delta_1, delta'_t) - d(delta_1, delta_t) with d = 1 - cos (a change "
-                     "every draw shares, such as the rise of a window's maximum under any "
-                     "noise, enters both and cancels); F3's statistic is that excess at the "
-                     "pooling's own input minus after the first max-pooling (positive: pooling "
-                     "makes the permuted outputs more dissimilar)",
-        "centred": "per (sample, radius), the correlation distance 1 - cos(delta_1, delta_t) "
-                   "of the changes delta = f(x + nu) - f(x), each minus the mean change over "
-                   "the T draws, after the first max-pooling minus that at the pooling's own "
-                   "input",
-        "raw": "per (sample, radius), the correlation distance 1 - cos(delta_1, delta_t) of "
-               "the changes delta = f(x + nu) - f(x) after the first max-pooling minus that at "
-               "the pooling's own input"}[main]
+    if all(has(s, "independent") for s in pooled.values()):
+        alternatives["relative to independent directions (about 0 by construction: a "
+                     "permutation of i.i.d. noise acts as another independent draw)"] = \
+            rules.combine([f3(m, s, reading="reference") for m, s in pooled.items()])
     rows.append(row(
         "F3", "max-pooling after the first layer makes the outputs more dissimilar",
         outcomes, [describe(s) for s in pooled.values()],
-        statistic + "; a model passes when the bootstrap 95% interval (over samples) of the "
-        f"median lies above {margin:g} (the smallest rise counted), fails when it lies below "
-        "(no rise of that size); supported if every model with a max-pooling layer among its "
-        "first layers passes, partly if some do"
-        + (". Not decidable here: at the pooling and at its input every model's median sits "
-           f"within {CENTRING_TOLERANCE:g} of 1 + 1/(T - 1) = {1 + 1 / (some.T - 1):.3f}, the "
-           "value the centring itself fixes (the T centred changes sum to zero, so a change's "
-           "mean cosine with the other T - 1 is -1/(T - 1) whenever their lengths are "
-           "alike). Rule verdict as measured: " + verdict if pinned else ""),
+        "per (sample, radius), the correlation distance 1 - cos(delta_1, delta_t) of the "
+        "changes delta = f(x + nu) - f(x) of a perturbation and of its permutations, after "
+        "the first max-pooling minus that at the pooling's own input (a rise of every "
+        "window's maximum under any noise, which makes the changes more alike, is part of "
+        "what pooling does and counts); a model passes when the bootstrap 95% interval (over "
+        f"samples) of the median lies above {margin:g} (the smallest rise counted), fails "
+        "when it lies below; supported if every model with a max-pooling layer among its "
+        "first layers passes, partly if some do. Centring the changes on their mean over the "
+        "T draws would not isolate what is specific to permutations: the centred changes sum "
+        "to zero, which pins the mean distance at 1 + 1/(T - 1)",
         f"{some.norm} radii {', '.join(f'{r:g}' for r in some.radii)}, T = {some.T}",
-        rules.sensitivity(alternatives), "+.3f", verdict=INCONCLUSIVE if pinned else None))
+        rules.sensitivity(alternatives), "+.3f"))
     return rows
 
 

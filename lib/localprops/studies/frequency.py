@@ -195,12 +195,11 @@ class FrequencyStudy:
       permutations) cannot move it;
     - ``independent[kind]`` (S, R, T-1): ``1 - cos(delta_0, delta'_t)`` with
       ``delta'_t`` the change for the ``T - 1`` *independent* directions of
-      eq. 4 at the same radius (the sample's radial draws): the reference a
-      permutation is compared with. A change every draw shares (the rise of a
-      window's maximum under any noise) enters both ``distance`` and
-      ``independent`` alike, so their difference is how much more alike a
-      perturbation and its permutation are than unrelated noise of the same
-      size.
+      eq. 4 at the same radius (the sample's radial draws): a reference for
+      ``distance``. For the network a random permutation of i.i.d. noise is
+      another independent draw, so the two agree up to terms of order
+      ``1 / D``: what the comparison shows is that nothing in a layer's
+      response is specific to permutations.
 
     With a pooling layer the kind ``"pooling_input"`` is measured too (the
     tensor that enters the pooling, whatever comes before it), so that the
