@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -467,9 +468,10 @@ def test_write_scorecard_writes_the_current_rows(mini_repo, verdict_store):
     records = json.loads(path.read_text("utf-8"))
     assert [(r["chapter"], r["claim"]) for r in records] == [
         ("00_fails", "C1"), ("00_fails", "C2"), ("01_works", "B1")]
-    assert all(list(r) == list(scorecard.JSON_FIELDS) for r in records)
+    assert all(list(r) == [*scorecard.JSON_FIELDS, "modules"] for r in records)
     assert records[0]["build"] == scorecard.build_id("00_fails", "ci",
                                                      scorecard.loaded_modules())
+    assert records[0]["modules"] == scorecard.loaded_modules()
     assert records[0]["models"] == {"a": {"samples": 30, "classes": 3}}
 
 
@@ -502,6 +504,54 @@ def test_write_scorecard_without_current_rows_writes_nothing(mini_repo, verdict_
     monkeypatch.setattr(cache, "modules_code_version", lambda names: "code-v2")
     assert lpbuild.write_scorecard(plan) is None              # only stale rows
     assert not target.exists()
+
+
+def test_restore_verdicts_brings_back_the_current_rows_of_an_emptied_store(
+        mini_repo, verdict_store):
+    from localprops.report import scorecard
+
+    plan = lpbuild.plan_build("ci", root=mini_repo)
+    scorecard.save_verdicts(scorecard_rows("C1", "C2"), "00_fails", "ci")
+    scorecard.save_verdicts(scorecard_rows("B1"), "01_works", "ci")
+    before = scorecard.load_verdicts("ci")
+    lpbuild.write_scorecard(plan)
+    shutil.rmtree(verdict_store / "verdicts")          # a fresh machine: an empty cache
+    assert lpbuild.restore_verdicts(plan) == ["00_fails", "01_works"]
+    assert scorecard.load_verdicts("ci") == before
+    assert scorecard.split_current(before, "ci") == (before, [])
+
+
+def test_restore_verdicts_leaves_out_stale_rows_and_keeps_the_store(mini_repo, verdict_store):
+    from localprops.report import scorecard
+
+    plan = lpbuild.plan_build("ci", root=mini_repo)
+    scorecard.save_verdicts(scorecard_rows("C1"), "00_fails", "ci")
+    scorecard.save_verdicts(scorecard_rows("B1"), "01_works", "ci")
+    lpbuild.write_scorecard(plan)
+    stored = verdict_store / "verdicts" / "ci"
+    (stored / "00_fails.json").unlink()
+    kept = (stored / "01_works.json").read_text("utf-8")
+    # 00_fails's notebook changes: its committed rows no longer match this checkout
+    write_notebook(mini_repo / "notebooks" / "00_fails.ipynb", "T = 1", "print('changed')")
+    assert lpbuild.restore_verdicts(plan) == []
+    assert not (stored / "00_fails.json").exists()
+    assert (stored / "01_works.json").read_text("utf-8") == kept     # never overwritten
+
+
+def test_restore_verdicts_needs_the_module_list(mini_repo, verdict_store):
+    from localprops.report import scorecard
+
+    plan = lpbuild.plan_build("ci", root=mini_repo)
+    scorecard.save_verdicts(scorecard_rows("C1"), "00_fails", "ci")
+    path = Path(lpbuild.write_scorecard(plan))
+    path = plan.source_dir / path
+    records = json.loads(path.read_text("utf-8"))
+    path.write_text(json.dumps([{k: v for k, v in r.items() if k != "modules"}
+                                for r in records]), "utf-8")          # an older scorecard
+    shutil.rmtree(verdict_store / "verdicts")
+    assert lpbuild.restore_verdicts(plan) == []
+    path.write_text("{not json", "utf-8")
+    assert lpbuild.restore_verdicts(plan) == []
 
 
 def _executed(own: str, injected: str, profile: str = "default"):

@@ -432,10 +432,132 @@ def bench_memory(quick: bool = False) -> list[Row]:
     return rows
 
 
+# ------------------------------------------------------------------- units
+
+def chapter_parameters(profile: str, chapter: str) -> dict[str, Any]:
+    """A chapter's parameters as a build runs it: its ``parameters`` cell, then the profile's."""
+    import nbformat
+
+    from localprops.tools.build import BuildError, _assigned_values, repo_root
+    from localprops.tools.profiles import load_profile
+
+    notebook = repo_root() / "notebooks" / f"{chapter}.ipynb"
+    cells = [cell for cell in nbformat.read(notebook, as_version=4).cells
+             if "parameters" in cell.metadata.get("tags", [])]
+    own = _assigned_values(cells[0].source) if cells else None
+    if own is None:
+        raise BuildError(f"{notebook}: no parameters cell of literal assignments")
+    return {**own, **load_profile(profile).parameters_for(chapter, own)}
+
+
+def bench_units(quick: bool = False, profile: str = "default",
+                models: Sequence[str] | None = None) -> list[Row]:
+    """Seconds per sample of every cached study unit, and what a profile's build would cost.
+
+    Each study of the chapters 02-06, 08 and 09 runs on the first samples of
+    each model at the profile's parameters (no cache; one sample for an
+    ImageNet model, two for a GTSRB one); the seconds per sample times the
+    samples the profile gives that study estimate the minutes of a build from
+    an empty cache. A study the profile runs on fewer samples than the
+    calibration (heat maps, depth) is still timed on them. Outside the units
+    (loading models and data, plots, chapter 04, which is not cached) is not
+    counted. ``quick``: the ``ci`` profile's parameters and one GTSRB net.
+    """
+    import warnings
+
+    from localprops.core.sampling import radius_grid
+    from localprops.models import samples
+    from localprops.studies import attacks, firstorder, fourier, halfspace, subspace
+    from localprops.studies.depth import depth_study
+    from localprops.studies.lipschitz import fit_normalizers, lipschitz_study
+    from localprops.studies.scores import float32_noise_floor, score_study
+    from localprops.studies.topology import topology_study
+    from localprops.studies.worstcase import worst_case_study
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    profile = "ci" if quick else profile
+    p02, p05, p06, p08, p09 = (chapter_parameters(profile, c) for c in (
+        "02_isotropy", "05_topology", "06_lipschitz", "08_beyond", "09_fourier_laws"))
+    names = list(models or (["gtsrb-aghdam"] if quick else p02["models"]))
+    grid = radius_grid(p02["eps"], p02["radii"])
+    T, norms = p02["T"], p02["norms"]
+    rows: list[Row] = []
+    for p in samples.prepare(names, n_samples={"gtsrb": 1 if quick else 2, "imagenet": 1},
+                             threshold=p02["threshold"], seed=p02["seed"],
+                             imagenet_limit=p02["imagenet_limit"]):
+        x, spec = p.samples, p.spec
+        if not len(x):
+            continue
+        gtsrb = spec.dataset == "gtsrb"
+        normalizers = fit_normalizers(spec.model, samples.fitting_images(spec, 200),
+                                      spec.feature_layer)
+        iso: dict[str, Any] = {}
+
+        def isotropy():
+            iso.update({norm: score_study(spec, x, kind="isotropy", radii=grid, T=T,
+                                          norm=norm, progress=False) for norm in norms})
+        dims = subspace.dims_grid(int(x.images[0].numel()), p09["subspace_points"],
+                                  None if gtsrb else p09["imagenet_max_dim"])
+        study_samples = samples.samples_for(p02["n_samples"], spec)
+        beyond = samples.samples_for(p08["n_samples"], spec)
+        studies: dict[str, tuple[int, Callable[[], Any]]] = {
+            "noise floor": (study_samples, lambda: float32_noise_floor(
+                spec, x, radius=p02["eps"], T=16)),
+            "isotropy": (study_samples, isotropy),
+            "symmetry": (study_samples, lambda: [score_study(
+                spec, x, kind="symmetry", radii=grid, T=T, norm=norm, progress=False)
+                for norm in norms]),
+            "topology": (samples.samples_for(p05["n_samples"], spec), lambda: topology_study(
+                spec, x, radii=radius_grid(p05["eps"], p05["radii"]), T=p05["T"],
+                permutations=p05["permutations"], progress=False)),
+            "depth": (samples.samples_for(p05["n_depth"], spec), lambda: depth_study(
+                spec, x, radii=radius_grid(p05["eps"], p05["radii"]), T=p05["T"],
+                progress=False)),
+            "lipschitz": (samples.samples_for(p06["n_samples"], spec), lambda: [
+                lipschitz_study(spec, x, normalizers, radii=grid, T=p06["T"], norm=norm,
+                                progress=False) for norm in ("l2", "linf")]),
+            "worst case": (samples.samples_for(p06["n_samples"], spec), lambda: worst_case_study(
+                spec, x, normalizers, radii=p06["radii"], progress=False)),
+            "first order": (beyond, lambda: [firstorder.first_order_study(
+                spec, x, radii=grid, T=T, norm=norm, second_radii=p08["second_radii"],
+                T_second=p08["T_second"], progress=False) for norm in norms]),
+            "attacks": (beyond, lambda: [attacks.attack_study(
+                spec, x, iso[norm], pgd_steps=p08["pgd_steps"], candidates=p08["candidates"],
+                progress=False) for norm in norms]),
+            "noise errors": (samples.samples_for(p09["n_samples"], spec),
+                             lambda: halfspace.noise_error_study(
+                                 spec, x, p09["sigmas"], n_draws=p09["n_draws"],
+                                 progress=False)),
+            "subspace": (samples.samples_for(p09["n_samples"], spec), lambda: subspace.subspace_study(
+                spec, x, dims, candidates=p09["candidates"], progress=False)),
+            "heat map": (samples.samples_for(p09["n_heat"], spec), lambda: fourier.fourier_heat_map(
+                spec, x, p09["heat_norms"], stride=1 if gtsrb else p09["imagenet_stride"],
+                progress=False)),
+        }
+        seconds, counts = {}, {}
+        for study, (count, run) in studies.items():
+            start = time.perf_counter()
+            run()
+            seconds[study], counts[study] = time.perf_counter() - start, count
+        total = 0.0
+        for study, count in counts.items():
+            per_sample = seconds[study] / len(x)
+            total += per_sample * count
+            rows.append({"model": spec.name, "study": study,
+                         "seconds per sample": f"{per_sample:.2f}",
+                         f"samples ({profile})": count,
+                         "estimated minutes": f"{per_sample * count / 60:.1f}"})
+        rows.append({"model": spec.name, "study": "all units",
+                     "seconds per sample": "", f"samples ({profile})": "",
+                     "estimated minutes": f"{total / 60:.1f}"})
+    return rows
+
+
 BENCHMARKS: dict[str, Callable[..., list[Row]]] = {
     "engine": bench_engine,
     "memory": bench_memory,
     "mantel": bench_mantel,
+    "units": bench_units,
 }
 
 

@@ -732,9 +732,72 @@ def write_scorecard(plan: BuildPlan) -> str | None:
         return None
     path = plan.source_dir / BOOK_DIR / "scorecard.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    scorecard.write_json(current, str(path))
+    records = [{**{key: row.get(key) for key in scorecard.JSON_FIELDS},
+                "modules": row.get("modules")} for row in current]
+    _write_json_atomically(path, records)
     log.info("scorecard: %d rows -> %s", len(current), path)
     return str(path.relative_to(plan.source_dir))
+
+
+def _write_json_atomically(path: Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON through a temporary file (never half-written)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n", "utf-8")
+    os.replace(tmp, path)
+
+
+def restore_verdicts(plan: BuildPlan) -> list[str]:
+    """Seed an empty verdict store from the source's ``book/scorecard.json``, per chapter.
+
+    The scorecard chapter (10) reads every chapter's verdicts from the cache
+    (``<cache>/verdicts/<profile>/``), so with an empty cache a build of some
+    chapters only would show only their rows. A chapter whose verdict file is
+    missing there gets its rows back from the committed scorecard, but only
+    when their build id (:func:`localprops.report.scorecard.build_id`, over
+    the modules they were computed with, the notebook and the profile) equals
+    the one the current checkout gives: rows of older code stay out, as stale
+    rows do. A chapter that is executed overwrites its file. Returns the
+    chapters restored.
+    """
+    from dataclasses import fields
+
+    from localprops.report import scorecard
+
+    path = plan.source_dir / BOOK_DIR / "scorecard.json"
+    if not path.is_file():
+        return []
+    try:
+        rows = json.loads(path.read_text("utf-8"))
+    except json.JSONDecodeError as error:
+        log.warning("verdicts: %s is not JSON (%s); nothing restored", path, error)
+        return []
+    by_chapter: dict[str, list[dict]] = {}
+    for row in rows:
+        by_chapter.setdefault(str(row.get("chapter")), []).append(row)
+    store = _cache_root() / "verdicts" / plan.profile.name
+    names = [f.name for f in fields(scorecard.Verdict)]
+    restored, stale = [], []
+    for chapter, chapter_rows in by_chapter.items():
+        if (store / f"{chapter}.json").exists():
+            continue
+        build, modules = chapter_rows[0].get("build"), chapter_rows[0].get("modules")
+        if (modules is None or any(row.get("build") != build for row in chapter_rows)
+                or scorecard.build_id(chapter, plan.profile.name, modules) != build):
+            stale.append(chapter)
+            continue
+        store.mkdir(parents=True, exist_ok=True)
+        _write_json_atomically(store / f"{chapter}.json", {
+            "chapter": chapter, "profile": plan.profile.name, "build": build,
+            "modules": modules,
+            "verdicts": [{name: row.get(name) for name in names} for row in chapter_rows]})
+        restored.append(chapter)
+    if restored:
+        log.info("verdicts: %d chapters restored from %s into an empty store (%s)",
+                 len(restored), path.relative_to(plan.source_dir), ", ".join(restored))
+    if stale:
+        log.info("verdicts: not restored (older build, or no module list): %s",
+                 ", ".join(stale))
+    return restored
 
 
 def publish(plan: BuildPlan, report: dict[str, Any]) -> None:
@@ -808,6 +871,7 @@ def build(plan: BuildPlan, execute: bool = True, html: bool = True,
     if execute:
         _check_kernel(kernel_name)
         _export_module_path(plan.profile)
+        restore_verdicts(plan)
         failures: list[str] = []
         work_dir = plan.source_dir / "_build" / "papermill"
         for notebook in plan.notebooks:
