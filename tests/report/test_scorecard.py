@@ -379,3 +379,15 @@ def test_verdict_grid_and_its_colours():
     assert scorecard.VERDICT_COLOURS[INCONCLUSIVE] in html
     assert scorecard.VERDICT_COLOURS[PARTLY] not in html
     assert scorecard.style_grid(grid).to_html() == html      # the same bytes on every build
+
+
+def test_the_committed_scorecard_rows_match_this_checkout():
+    """Every row of book/scorecard.json was computed by the code, notebook and profile here."""
+    root = Path(__file__).resolve().parents[2]
+    rows = json.loads((root / "book" / "scorecard.json").read_text("utf-8"))
+    assert rows
+    stale = sorted({row["chapter"] for row in rows if row.get("modules") is None
+                    or scorecard.build_id(row["chapter"], "default", row["modules"])
+                    != row["build"]})
+    assert not stale, (f"book/ holds verdicts of older code for {stale}: re-execute them "
+                       "(python -m localprops.tools.build --notebooks '<chapters>,10_*')")

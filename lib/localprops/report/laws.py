@@ -281,30 +281,32 @@ def augmentation_claims(base, treated, *, norm_index: int, cutoff: float,
     setting = (f"l2 norm {r:g} in [0, 255] grey levels; {{what}} of the Fourier heat map; "
                f"cutoff |k| = {cutoff:g} cycles per image")
     return [
-        verdict_row("L2", "(Yin et al. 2019) noise augmentation lowers the share of a model's "
-                   "sensitivity at high spatial frequencies",
-             f"{label}: median high-frequency share of |log-odds drop|, treated - base "
-             f"{share.text('+.3f')} ({share.outcome}" + (f": {share.note})" if share.note
-                                                          else ")"),
-             f"pass when the {'paired' if paired else 'two-sample'} bootstrap 95% interval of "
-             "the difference of medians lies entirely below 0, fail when entirely above; one "
-             "pair of models",
-             [share], verdict=combine([share]),
-             setting=setting.format(what="high-frequency share"),
-             sensitivity=rules.sensitivity({f"cutoff {c:g}": combine([share_outcome(c)])
-                                            for c in alternatives})),
-        verdict_row("L2", "(Yin et al. 2019) noise augmentation raises a model's sensitivity at low "
-                   "spatial frequencies",
-             f"{label}: log ratio of median low-frequency |log-odds drop| "
-             f"{level.text('+.3f')} ({level.outcome}" + (f": {level.note})" if level.note
-                                                          else ")"),
-             f"pass when the {'paired' if paired else 'two-sample'} bootstrap 95% interval of "
-             "log median(treated) - log median(base) lies entirely above 0, fail when "
-             "entirely below",
-             [level], verdict=combine([level]),
-             setting=setting.format(what="low-frequency level"),
-             sensitivity=rules.sensitivity({f"cutoff {c:g}": combine([level_outcome(c)])
-                                            for c in alternatives})),
+        verdict_row(
+            "L2", "(Yin et al. 2019) noise augmentation lowers the share of a model's "
+                  "sensitivity at high spatial frequencies",
+            f"{label}: median high-frequency share of |log-odds drop|, treated - base "
+            f"{share.text('+.3f')} ({share.outcome}" + (f": {share.note})" if share.note
+                                                         else ")"),
+            f"pass when the {'paired' if paired else 'two-sample'} bootstrap 95% interval of "
+            "the difference of medians lies entirely below 0, fail when entirely above; one "
+            "pair of models",
+            [share], verdict=combine([share]),
+            setting=setting.format(what="high-frequency share"),
+            sensitivity=rules.sensitivity({f"cutoff {c:g}": combine([share_outcome(c)])
+                                           for c in alternatives})),
+        verdict_row(
+            "L2", "(Yin et al. 2019) noise augmentation raises a model's sensitivity at low "
+                  "spatial frequencies",
+            f"{label}: log ratio of median low-frequency |log-odds drop| "
+            f"{level.text('+.3f')} ({level.outcome}" + (f": {level.note})" if level.note
+                                                         else ")"),
+            f"pass when the {'paired' if paired else 'two-sample'} bootstrap 95% interval of "
+            "log median(treated) - log median(base) lies entirely above 0, fail when "
+            "entirely below",
+            [level], verdict=combine([level]),
+            setting=setting.format(what="low-frequency level"),
+            sensitivity=rules.sensitivity({f"cutoff {c:g}": combine([level_outcome(c)])
+                                           for c in alternatives})),
     ]
 
 

@@ -450,21 +450,9 @@ def chapter_parameters(profile: str, chapter: str) -> dict[str, Any]:
     return {**own, **load_profile(profile).parameters_for(chapter, own)}
 
 
-def bench_units(quick: bool = False, profile: str = "default",
-                models: Sequence[str] | None = None) -> list[Row]:
-    """Seconds per sample of every cached study unit, and what a profile's build would cost.
-
-    Each study of the chapters 02-06, 08 and 09 runs on the first samples of
-    each model at the profile's parameters (no cache; one sample for an
-    ImageNet model, two for a GTSRB one); the seconds per sample times the
-    samples the profile gives that study estimate the minutes of a build from
-    an empty cache. A study the profile runs on fewer samples than the
-    calibration (heat maps, depth) is still timed on them. Outside the units
-    (loading models and data, plots, chapter 04, which is not cached) is not
-    counted. ``quick``: the ``ci`` profile's parameters and one GTSRB net.
-    """
-    import warnings
-
+def _unit_studies(spec, x, chapters: dict[str, dict[str, Any]]
+                  ) -> dict[str, tuple[int, Callable[[], Any]]]:
+    """Study name -> (samples the profile gives it, a call running it on ``x``, uncached)."""
     from localprops.core.sampling import radius_grid
     from localprops.models import samples
     from localprops.studies import attacks, firstorder, fourier, halfspace, subspace
@@ -474,82 +462,101 @@ def bench_units(quick: bool = False, profile: str = "default",
     from localprops.studies.topology import topology_study
     from localprops.studies.worstcase import worst_case_study
 
+    p02, p05, p06, p08, p09 = (chapters[c] for c in ("02", "05", "06", "08", "09"))
+    grid, topology_grid = (radius_grid(p02["eps"], p02["radii"]),
+                           radius_grid(p05["eps"], p05["radii"]))
+    T, norms, gtsrb = p02["T"], p02["norms"], spec.dataset == "gtsrb"
+    normalizers = fit_normalizers(spec.model, samples.fitting_images(spec, 200),
+                                  spec.feature_layer)
+    dims = subspace.dims_grid(int(x.images[0].numel()), p09["subspace_points"],
+                              None if gtsrb else p09["imagenet_max_dim"])
+    iso: dict[str, Any] = {}
+
+    def isotropy() -> None:
+        iso.update({norm: score_study(spec, x, kind="isotropy", radii=grid, T=T, norm=norm,
+                                      progress=False) for norm in norms})
+
+    def count(chapter: dict[str, Any], key: str = "n_samples") -> int:
+        return samples.samples_for(chapter[key], spec)
+
+    return {
+        "noise floor": (count(p02), lambda: float32_noise_floor(spec, x, radius=p02["eps"],
+                                                                T=16)),
+        "isotropy": (count(p02), isotropy),
+        "symmetry": (count(p02), lambda: [score_study(
+            spec, x, kind="symmetry", radii=grid, T=T, norm=norm, progress=False)
+            for norm in norms]),
+        "topology": (count(p05), lambda: topology_study(
+            spec, x, radii=topology_grid, T=p05["T"], permutations=p05["permutations"],
+            progress=False)),
+        "depth": (count(p05, "n_depth"), lambda: depth_study(
+            spec, x, radii=topology_grid, T=p05["T"], progress=False)),
+        "lipschitz": (count(p06), lambda: [lipschitz_study(
+            spec, x, normalizers, radii=grid, T=p06["T"], norm=norm, progress=False)
+            for norm in ("l2", "linf")]),
+        "worst case": (count(p06), lambda: worst_case_study(
+            spec, x, normalizers, radii=p06["radii"], progress=False)),
+        "first order": (count(p08), lambda: [firstorder.first_order_study(
+            spec, x, radii=grid, T=T, norm=norm, second_radii=p08["second_radii"],
+            T_second=p08["T_second"], progress=False) for norm in norms]),
+        "attacks": (count(p08), lambda: [attacks.attack_study(
+            spec, x, iso[norm], pgd_steps=p08["pgd_steps"], candidates=p08["candidates"],
+            progress=False) for norm in norms]),
+        "noise errors": (count(p09), lambda: halfspace.noise_error_study(
+            spec, x, p09["sigmas"], n_draws=p09["n_draws"], progress=False)),
+        "subspace": (count(p09), lambda: subspace.subspace_study(
+            spec, x, dims, candidates=p09["candidates"], progress=False)),
+        "heat map": (count(p09, "n_heat"), lambda: fourier.fourier_heat_map(
+            spec, x, p09["heat_norms"], stride=1 if gtsrb else p09["imagenet_stride"],
+            progress=False)),
+    }
+
+
+def bench_units(quick: bool = False, profile: str = "default",
+                models: Sequence[str] | None = None) -> list[Row]:
+    """Seconds per sample of every cached study unit, and what a profile's build would cost.
+
+    Each study of the chapters 02-06, 08 and 09 runs on the first samples of
+    each model at the profile's parameters (no cache; one sample for an
+    ImageNet model, two for a GTSRB one), after one untimed pass over every
+    study on one sample of the first model (compiled kernels, first-call
+    allocations); the seconds per sample times the samples the profile gives
+    that study estimate the minutes of a build from an empty cache. Outside
+    the units (loading models and data, plots, chapter 04, which is not
+    cached) is not counted, nor the noise-augmented net of 09. ``quick``: the
+    ``ci`` profile's parameters and one GTSRB net.
+    """
+    import warnings
+
+    from localprops.models import samples
+
     warnings.filterwarnings("ignore", category=FutureWarning)
     profile = "ci" if quick else profile
-    p02, p05, p06, p08, p09 = (chapter_parameters(profile, c) for c in (
-        "02_isotropy", "05_topology", "06_lipschitz", "08_beyond", "09_fourier_laws"))
-    names = list(models or (["gtsrb-aghdam"] if quick else p02["models"]))
-    grid = radius_grid(p02["eps"], p02["radii"])
-    T, norms = p02["T"], p02["norms"]
+    chapters = {c[:2]: chapter_parameters(profile, c) for c in (
+        "02_isotropy", "05_topology", "06_lipschitz", "08_beyond", "09_fourier_laws")}
+    p02 = chapters["02"]
+    prepared = [p for p in samples.prepare(
+        list(models or (["gtsrb-aghdam"] if quick else p02["models"])),
+        n_samples={"gtsrb": 1 if quick else 2, "imagenet": 1}, threshold=p02["threshold"],
+        seed=p02["seed"], imagenet_limit=p02["imagenet_limit"]) if len(p.samples)]
+    if prepared:                                       # warm-up, untimed
+        first = prepared[0]
+        for _, run in _unit_studies(first.spec, first.samples.first(1), chapters).values():
+            run()
     rows: list[Row] = []
-    for p in samples.prepare(names, n_samples={"gtsrb": 1 if quick else 2, "imagenet": 1},
-                             threshold=p02["threshold"], seed=p02["seed"],
-                             imagenet_limit=p02["imagenet_limit"]):
-        x, spec = p.samples, p.spec
-        if not len(x):
-            continue
-        gtsrb = spec.dataset == "gtsrb"
-        normalizers = fit_normalizers(spec.model, samples.fitting_images(spec, 200),
-                                      spec.feature_layer)
-        iso: dict[str, Any] = {}
-
-        def isotropy():
-            iso.update({norm: score_study(spec, x, kind="isotropy", radii=grid, T=T,
-                                          norm=norm, progress=False) for norm in norms})
-        dims = subspace.dims_grid(int(x.images[0].numel()), p09["subspace_points"],
-                                  None if gtsrb else p09["imagenet_max_dim"])
-        study_samples = samples.samples_for(p02["n_samples"], spec)
-        beyond = samples.samples_for(p08["n_samples"], spec)
-        studies: dict[str, tuple[int, Callable[[], Any]]] = {
-            "noise floor": (study_samples, lambda: float32_noise_floor(
-                spec, x, radius=p02["eps"], T=16)),
-            "isotropy": (study_samples, isotropy),
-            "symmetry": (study_samples, lambda: [score_study(
-                spec, x, kind="symmetry", radii=grid, T=T, norm=norm, progress=False)
-                for norm in norms]),
-            "topology": (samples.samples_for(p05["n_samples"], spec), lambda: topology_study(
-                spec, x, radii=radius_grid(p05["eps"], p05["radii"]), T=p05["T"],
-                permutations=p05["permutations"], progress=False)),
-            "depth": (samples.samples_for(p05["n_depth"], spec), lambda: depth_study(
-                spec, x, radii=radius_grid(p05["eps"], p05["radii"]), T=p05["T"],
-                progress=False)),
-            "lipschitz": (samples.samples_for(p06["n_samples"], spec), lambda: [
-                lipschitz_study(spec, x, normalizers, radii=grid, T=p06["T"], norm=norm,
-                                progress=False) for norm in ("l2", "linf")]),
-            "worst case": (samples.samples_for(p06["n_samples"], spec), lambda: worst_case_study(
-                spec, x, normalizers, radii=p06["radii"], progress=False)),
-            "first order": (beyond, lambda: [firstorder.first_order_study(
-                spec, x, radii=grid, T=T, norm=norm, second_radii=p08["second_radii"],
-                T_second=p08["T_second"], progress=False) for norm in norms]),
-            "attacks": (beyond, lambda: [attacks.attack_study(
-                spec, x, iso[norm], pgd_steps=p08["pgd_steps"], candidates=p08["candidates"],
-                progress=False) for norm in norms]),
-            "noise errors": (samples.samples_for(p09["n_samples"], spec),
-                             lambda: halfspace.noise_error_study(
-                                 spec, x, p09["sigmas"], n_draws=p09["n_draws"],
-                                 progress=False)),
-            "subspace": (samples.samples_for(p09["n_samples"], spec), lambda: subspace.subspace_study(
-                spec, x, dims, candidates=p09["candidates"], progress=False)),
-            "heat map": (samples.samples_for(p09["n_heat"], spec), lambda: fourier.fourier_heat_map(
-                spec, x, p09["heat_norms"], stride=1 if gtsrb else p09["imagenet_stride"],
-                progress=False)),
-        }
-        seconds, counts = {}, {}
-        for study, (count, run) in studies.items():
+    for p in prepared:
+        total = 0.0
+        for study, (count, run) in _unit_studies(p.spec, p.samples, chapters).items():
             start = time.perf_counter()
             run()
-            seconds[study], counts[study] = time.perf_counter() - start, count
-        total = 0.0
-        for study, count in counts.items():
-            per_sample = seconds[study] / len(x)
+            per_sample = (time.perf_counter() - start) / len(p.samples)
             total += per_sample * count
-            rows.append({"model": spec.name, "study": study,
+            rows.append({"model": p.spec.name, "study": study,
                          "seconds per sample": f"{per_sample:.2f}",
                          f"samples ({profile})": count,
                          "estimated minutes": f"{per_sample * count / 60:.1f}"})
-        rows.append({"model": spec.name, "study": "all units",
-                     "seconds per sample": "", f"samples ({profile})": "",
-                     "estimated minutes": f"{total / 60:.1f}"})
+        rows.append({"model": p.spec.name, "study": "all units", "seconds per sample": "",
+                     f"samples ({profile})": "", "estimated minutes": f"{total / 60:.1f}"})
     return rows
 
 
@@ -582,13 +589,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[Row]]:
                         help="run only this benchmark (may be repeated)")
     parser.add_argument("--out", default="benchmarks/bench_results.md",
                         help="markdown output file (default: %(default)s)")
+    parser.add_argument("--profile", default="default",
+                        help="the profile whose parameters the 'units' benchmark times "
+                             "(a name in profiles/ or a .yml path; default: %(default)s)")
     args = parser.parse_args(argv)
 
     load_before = machine_info()["load average (1, 5, 15 min)"]
     sections: dict[str, list[Row]] = {}
     for name in args.only or list(BENCHMARKS):
         print(f"## {name}", flush=True)
-        sections[name] = BENCHMARKS[name](quick=args.quick)
+        options = {"profile": args.profile} if name == "units" else {}
+        sections[name] = BENCHMARKS[name](quick=args.quick, **options)
         print(format_table(sections[name]), flush=True)
     info = machine_info()
     key = "load average (1, 5, 15 min)"
