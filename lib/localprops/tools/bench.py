@@ -438,13 +438,13 @@ def chapter_parameters(profile: str, chapter: str) -> dict[str, Any]:
     """A chapter's parameters as a build runs it: its ``parameters`` cell, then the profile's."""
     import nbformat
 
-    from localprops.tools.build import BuildError, _assigned_values, repo_root
+    from localprops.tools.build import BuildError, literal_assignments, repo_root
     from localprops.tools.profiles import load_profile
 
     notebook = repo_root() / "notebooks" / f"{chapter}.ipynb"
     cells = [cell for cell in nbformat.read(notebook, as_version=4).cells
              if "parameters" in cell.metadata.get("tags", [])]
-    own = _assigned_values(cells[0].source) if cells else None
+    own = literal_assignments(cells[0].source) if cells else None
     if own is None:
         raise BuildError(f"{notebook}: no parameters cell of literal assignments")
     return {**own, **load_profile(profile).parameters_for(chapter, own)}

@@ -298,7 +298,7 @@ def _merge_streams(outputs: list[Any]) -> list[Any]:
     return merged
 
 
-def _assigned_values(source: str) -> dict[str, Any] | None:
+def literal_assignments(source: str) -> dict[str, Any] | None:
     """``name -> value`` of a cell made only of literal assignments, else None."""
     import ast
 
@@ -332,8 +332,8 @@ def _hide_repeated_parameters(nb: Any) -> None:
         tags = cell.metadata.get("tags", [])
         if "injected-parameters" not in tags:
             continue
-        injected = _assigned_values(cell.source) or {}
-        declared = _assigned_values(own.source) if own is not None else None
+        injected = literal_assignments(cell.source) or {}
+        declared = literal_assignments(own.source) if own is not None else None
         if declared is not None and all(
                 key in declared and declared[key] == value
                 for key, value in injected.items()):
