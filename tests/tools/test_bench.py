@@ -1,6 +1,7 @@
 """The benchmark script's helpers (the benchmarks themselves are run by hand: make bench)."""
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from localprops.tools import bench
@@ -22,3 +23,11 @@ def test_chapter_parameters_are_the_notebook_defaults_overridden_by_the_profile(
 def test_every_benchmark_is_registered():
     assert set(bench.BENCHMARKS) == {"engine", "memory", "mantel", "units"}
     assert bench.BENCHMARKS["units"] is bench.bench_units
+
+
+def test_an_unknown_profile_is_refused_before_anything_runs(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        bench.main(["--only", "units", "--profile", "nope", "--out", str(tmp_path / "x.md")])
+    assert stopped.value.code == 2
+    assert "unknown profile 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "x.md").exists()

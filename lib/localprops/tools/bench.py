@@ -594,6 +594,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[Row]]:
                              "(a name in profiles/ or a .yml path; default: %(default)s)")
     args = parser.parse_args(argv)
 
+    if not args.only or "units" in args.only:      # a clear error before any timing
+        from localprops.tools.profiles import ProfileError, load_profile
+        try:
+            load_profile(args.profile)
+        except ProfileError as error:
+            parser.error(str(error))
     load_before = machine_info()["load average (1, 5, 15 min)"]
     sections: dict[str, list[Row]] = {}
     for name in args.only or list(BENCHMARKS):
