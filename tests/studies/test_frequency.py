@@ -140,7 +140,7 @@ def test_pooling_winners_and_activation_signs_change_only_for_large_perturbation
     assert study.per_sample("winners_pair")[0, 1] > 0
 
 
-def test_pooling_input_and_centred_distances_match_a_direct_computation():
+def test_pooling_input_and_independent_distances_match_a_direct_computation():
     model, samples = random_stem(), sample_set(2)
     study = frequency_study(model, samples, [1.0, 30.0], T=5, progress=False)
     # the stem pools right after its activation: the pooling input is the activation
@@ -155,9 +155,8 @@ def test_pooling_input_and_centred_distances_match_a_direct_computation():
             model(samples.images[1] + source.rows(5, 10, dtype=torch.float64))
         handle.remove()
         delta = store[1] - store[0]
-        centred = delta - delta.mean(0, keepdim=True)
-        cos = F.cosine_similarity(centred[:1], centred[1:], dim=1)
-        assert np.allclose(study.centred[kind][1, 1], (1 - cos).numpy())
+        cos = F.cosine_similarity(delta[:1], delta[1:], dim=1)
+        assert np.allclose(study.distance[kind][1, 1], (1 - cos).numpy())
         # the reference: the same first change against independent directions of eq. 4
         radial = RadialPerturbations(tuple(samples.images.shape[1:]), [1.0, 30.0], 5, "l2",
                                      int(samples.seeds[1]))
@@ -270,11 +269,9 @@ def test_f3_a_rise_below_the_margin_counts_as_none():
     assert verdict(claims.frequency_claims({"a": s}), "F3").verdict == INCONCLUSIVE
 
 
-def test_f3_reads_the_raw_distances_whatever_the_centred_ones_say():
+def test_f3_reads_the_raw_distances_and_says_why_not_centred_ones():
     """The shared rise of window maxima is part of what pooling does: F3 reads d itself."""
     s = study("a", pool=0.8)                          # raw: pooling lowers the distance
-    s.centred = {k: np.full_like(v, 1.0) for k, v in s.distance.items()}
-    s.centred["pooling"] = np.full_like(s.distance["pooling"], 1.3)   # centred: raises it
     row = verdict(claims.frequency_claims({"a": s}), "F3")
     assert row.verdict == NOT_SUPPORTED
     assert row.models["a"]["estimate"] == pytest.approx(-0.2)

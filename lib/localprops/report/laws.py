@@ -24,7 +24,7 @@ treats them like C1-C10.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -276,37 +276,32 @@ def augmentation_claims(base, treated, *, norm_index: int, cutoff: float,
             return np.log(np.where(level > 0, level, np.nan))
         return difference_outcome(label, logs(treated), logs(base), above=True, paired=paired)
 
-    share = share_outcome(cutoff)
-    level = level_outcome(cutoff)
     setting = (f"l2 norm {r:g} in [0, 255] grey levels; {{what}} of the Fourier heat map; "
                f"cutoff |k| = {cutoff:g} cycles per image")
+    test = "paired" if paired else "two-sample"
+
+    def row(paper: str, measured: str, rule: str, what: str,
+            outcome_at: Callable[[float], Outcome]) -> Verdict:
+        """One L2 row: the outcome at ``cutoff``, the alternatives in its sensitivity line."""
+        out = outcome_at(cutoff)
+        note = f": {out.note})" if out.note else ")"
+        return verdict_row(
+            "L2", "(Yin et al. 2019) noise augmentation " + paper,
+            f"{label}: {measured} {out.text('+.3f')} ({out.outcome}" + note,
+            f"pass when the {test} bootstrap 95% interval of {rule}", [out],
+            verdict=combine([out]), setting=setting.format(what=what),
+            sensitivity=rules.sensitivity({f"cutoff {c:g}": combine([outcome_at(c)])
+                                           for c in alternatives}))
+
     return [
-        verdict_row(
-            "L2", "(Yin et al. 2019) noise augmentation lowers the share of a model's "
-                  "sensitivity at high spatial frequencies",
-            f"{label}: median high-frequency share of |log-odds drop|, treated - base "
-            f"{share.text('+.3f')} ({share.outcome}" + (f": {share.note})" if share.note
-                                                         else ")"),
-            f"pass when the {'paired' if paired else 'two-sample'} bootstrap 95% interval of "
+        row("lowers the share of a model's sensitivity at high spatial frequencies",
+            "median high-frequency share of |log-odds drop|, treated - base",
             "the difference of medians lies entirely below 0, fail when entirely above; one "
-            "pair of models",
-            [share], verdict=combine([share]),
-            setting=setting.format(what="high-frequency share"),
-            sensitivity=rules.sensitivity({f"cutoff {c:g}": combine([share_outcome(c)])
-                                           for c in alternatives})),
-        verdict_row(
-            "L2", "(Yin et al. 2019) noise augmentation raises a model's sensitivity at low "
-                  "spatial frequencies",
-            f"{label}: log ratio of median low-frequency |log-odds drop| "
-            f"{level.text('+.3f')} ({level.outcome}" + (f": {level.note})" if level.note
-                                                         else ")"),
-            f"pass when the {'paired' if paired else 'two-sample'} bootstrap 95% interval of "
+            "pair of models", "high-frequency share", share_outcome),
+        row("raises a model's sensitivity at low spatial frequencies",
+            "log ratio of median low-frequency |log-odds drop|",
             "log median(treated) - log median(base) lies entirely above 0, fail when "
-            "entirely below",
-            [level], verdict=combine([level]),
-            setting=setting.format(what="low-frequency level"),
-            sensitivity=rules.sensitivity({f"cutoff {c:g}": combine([level_outcome(c)])
-                                           for c in alternatives})),
+            "entirely below", "low-frequency level", level_outcome),
     ]
 
 

@@ -186,13 +186,6 @@ class FrequencyStudy:
     - ``distance[kind]`` (S, R, T-1): the correlation distance
       ``1 - cos(delta_0, delta_t)``: 0 when the two changes are the same, 1
       when they are uncorrelated, 2 when they are opposite;
-    - ``centred[kind]`` (S, R, T-1): the same distance between the changes
-      minus their mean over the ``T`` draws of the (sample, radius): what the
-      draws share (e.g. the rise of every window's maximum under any noise)
-      is taken out, so only how the changes differ is compared. The centred
-      changes sum to zero, so for changes of alike lengths the average is
-      ``1 + 1 / (T - 1)`` whatever they are: exchangeable draws (the
-      permutations) cannot move it;
     - ``independent[kind]`` (S, R, T-1): ``1 - cos(delta_0, delta'_t)`` with
       ``delta'_t`` the change for the ``T - 1`` *independent* directions of
       eq. 4 at the same radius (the sample's radial draws): a reference for
@@ -234,7 +227,6 @@ class FrequencyStudy:
     winners: np.ndarray | None = None
     winners_pair: np.ndarray | None = None
     pooling: str | None = None
-    centred: dict[str, np.ndarray] = field(default_factory=dict)
     independent: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -248,11 +240,11 @@ class FrequencyStudy:
     def per_sample(self, what: str, kind: str | None = None) -> np.ndarray:
         """(S, R): a measure averaged over the permutations (NaN-aware).
 
-        ``what`` is ``"absolute"``, ``"relative"``, ``"distance"``,
-        ``"centred"`` or ``"independent"`` (with a layer ``kind``), or ``"pattern"``,
+        ``what`` is ``"absolute"``, ``"relative"``, ``"distance"`` or
+        ``"independent"`` (with a layer ``kind``), or ``"pattern"``,
         ``"pattern_pair"``, ``"winners"``, ``"winners_pair"``.
         """
-        if what in ("absolute", "relative", "distance", "centred", "independent"):
+        if what in ("absolute", "relative", "distance", "independent"):
             table = getattr(self, what)
             if kind not in table:
                 raise KeyError(f"{self.model} has no {kind!r} layer; it has {list(table)}")
@@ -463,8 +455,6 @@ def frequency_study(model, samples, radii: list[float], *, T: int = 8, norm: str
                     out["absolute " + key] = gap
                     out["relative " + key] = gap / length[:, :1]
                     out["distance " + key] = correlation_distance(delta[:, :1], delta[:, 1:])
-                    centred = delta - delta.mean(dim=1, keepdim=True)
-                    out["centred " + key] = correlation_distance(centred[:, :1], centred[:, 1:])
                     other = unrelated[key].reshape(n, T, -1).to(torch.float64) - ref
                     out["independent " + key] = correlation_distance(delta[:, :1], other[:, 1:])
                 return {key: value.cpu() for key, value in out.items()}
@@ -498,4 +488,4 @@ def frequency_study(model, samples, radii: list[float], *, T: int = 8, norm: str
         absolute=table("absolute"), relative=table("relative"), distance=table("distance"),
         pattern=merged.get("regions"), pattern_pair=merged.get("regions_pair"),
         winners=merged.get("winners"), winners_pair=merged.get("winners_pair"),
-        pooling=probe.pooling, centred=table("centred"), independent=table("independent"))
+        pooling=probe.pooling, independent=table("independent"))
