@@ -450,14 +450,18 @@ def chapter_parameters(profile: str, chapter: str) -> dict[str, Any]:
     return {**own, **load_profile(profile).parameters_for(chapter, own)}
 
 
-def _unit_studies(spec, x, chapters: dict[str, dict[str, Any]]
+def _unit_studies(spec, x, chapters: dict[str, dict[str, Any]], normalizers: Any
                   ) -> dict[str, tuple[int, Callable[[], Any]]]:
-    """Study name -> (samples the profile gives it, a call running it on ``x``, uncached)."""
+    """Study name -> (samples the profile gives it, a call running it on ``x``, uncached).
+
+    ``normalizers`` are the model's min-max normalizers of chapter 06, fitted
+    once per model by the caller (the fit is not a unit and is not timed).
+    """
     from localprops.core.sampling import radius_grid
     from localprops.models import samples
     from localprops.studies import attacks, firstorder, fourier, halfspace, subspace
     from localprops.studies.depth import depth_study
-    from localprops.studies.lipschitz import fit_normalizers, lipschitz_study
+    from localprops.studies.lipschitz import lipschitz_study
     from localprops.studies.scores import float32_noise_floor, score_study
     from localprops.studies.topology import topology_study
     from localprops.studies.worstcase import worst_case_study
@@ -466,8 +470,6 @@ def _unit_studies(spec, x, chapters: dict[str, dict[str, Any]]
     grid, topology_grid = (radius_grid(p02["eps"], p02["radii"]),
                            radius_grid(p05["eps"], p05["radii"]))
     T, norms, gtsrb = p02["T"], p02["norms"], spec.dataset == "gtsrb"
-    normalizers = fit_normalizers(spec.model, samples.fitting_images(spec, 200),
-                                  spec.feature_layer)
     dims = subspace.dims_grid(int(x.images[0].numel()), p09["subspace_points"],
                               None if gtsrb else p09["imagenet_max_dim"])
     iso: dict[str, Any] = {}
@@ -529,6 +531,7 @@ def bench_units(quick: bool = False, profile: str = "default",
     import warnings
 
     from localprops.models import samples
+    from localprops.studies.lipschitz import fit_normalizers
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     profile = "ci" if quick else profile
@@ -539,14 +542,19 @@ def bench_units(quick: bool = False, profile: str = "default",
         list(models or (["gtsrb-aghdam"] if quick else p02["models"])),
         n_samples={"gtsrb": 1 if quick else 2, "imagenet": 1}, threshold=p02["threshold"],
         seed=p02["seed"], imagenet_limit=p02["imagenet_limit"]) if len(p.samples)]
+    normalizers = {p.spec.name: fit_normalizers(p.spec.model,
+                                                samples.fitting_images(p.spec, 200),
+                                                p.spec.feature_layer) for p in prepared}
     if prepared:                                       # warm-up, untimed
         first = prepared[0]
-        for _, run in _unit_studies(first.spec, first.samples.first(1), chapters).values():
+        for _, run in _unit_studies(first.spec, first.samples.first(1), chapters,
+                                    normalizers[first.spec.name]).values():
             run()
     rows: list[Row] = []
     for p in prepared:
         total = 0.0
-        for study, (count, run) in _unit_studies(p.spec, p.samples, chapters).items():
+        for study, (count, run) in _unit_studies(p.spec, p.samples, chapters,
+                                                 normalizers[p.spec.name]).items():
             start = time.perf_counter()
             run()
             per_sample = (time.perf_counter() - start) / len(p.samples)
